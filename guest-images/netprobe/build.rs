@@ -1,0 +1,6 @@
+//! Links netprobe with its own linker script.
+fn main() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    println!("cargo:rustc-link-arg=-Wl,-T,{dir}/link.ld");
+    println!("cargo:rerun-if-changed=link.ld");
+}

@@ -1,0 +1,28 @@
+//! # vmm — a small KVM virtual machine monitor
+//!
+//! Boots a guest kernel on KVM the way Linux is booted and gives it a serial console; the
+//! virtio-net device that moves Ethernet frames to a host tap comes in [`vmm_virtio_net`].
+//!
+//! What happens when you run `vmm --kernel bzImage`, step by step, and where:
+//!
+//! 1. Guest RAM is mmap'ed, split around the 32-bit MMIO gap ([`memory`], [`arch::e820`]).
+//! 2. The kernel is recognised as bzImage or ELF and copied into RAM; the initrd goes to the top
+//!    of low memory; the command line and the `boot_params` zero page with its e820 map are
+//!    written at fixed addresses ([`boot`], [`arch::layout`]).
+//! 3. `/dev/kvm` is opened; a VM gets guest RAM as memory slots, an in-kernel interrupt
+//!    controller (PIC + IOAPIC) and PIT ([`vm`]).
+//! 4. The serial port (COM1) and i8042 are attached to port I/O; the UART interrupt reaches the
+//!    irqchip through an irqfd ([`devices`]).
+//! 5. The vCPU gets CPUID, MSRs, a GDT and identity-mapped page tables, and starts in 64-bit mode
+//!    at the kernel's 64-bit entry with RSI = boot_params ([`arch::cpu`], [`arch::gdt`],
+//!    [`arch::paging`]).
+//! 6. The vCPU thread loops on `KVM_RUN`, handling port and MMIO exits, until the guest resets
+//!    through the i8042, shuts down, or KVM reports an error ([`vm::VmExit`]).
+
+pub mod arch;
+pub mod boot;
+pub mod devices;
+pub mod memory;
+pub mod vm;
+
+pub use vm::{Vm, VmConfig, VmError, VmExit};

@@ -1,0 +1,389 @@
+//! Putting a VM together and running it: KVM, guest RAM, the loaded kernel, legacy devices and
+//! one vCPU thread, until the guest resets, shuts down, fails, or runs out of time.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::arch::e820::e820_map;
+use crate::arch::layout::{COM1_IRQ, KVM_TSS_ADDR, MIN_MEM_MIB, ZERO_PAGE_ADDR};
+use crate::arch::cpu::{self, CpuError};
+use crate::boot::{self, BootError, LoadedKernel};
+use crate::devices::i8042::I8042;
+use crate::devices::pio::{PioAction, PioBus};
+use crate::devices::serial::{forward_stdin, new_serial};
+use crate::devices::EventFdTrigger;
+use crate::memory::{create_guest_memory, MemoryError};
+
+/// What the user asked for.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Kernel image (bzImage or ELF).
+    pub kernel: PathBuf,
+    /// Optional initrd / initramfs.
+    pub initrd: Option<PathBuf>,
+    /// Extra kernel command line, appended to [`boot::DEFAULT_CMDLINE`].
+    pub cmdline: String,
+    /// Guest RAM in MiB.
+    pub mem_mib: u64,
+    /// Number of vCPUs.
+    pub cpus: u8,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// Errors that stop a VM from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// --mem below the minimum.
+    #[error("--mem {0} is too small: the guest needs at least {MIN_MEM_MIB} MiB")]
+    MemoryTooSmall(u64),
+    /// --cpus other than 1.
+    #[error("--cpus {0}: only 1 vCPU is supported so far")]
+    UnsupportedCpus(u8),
+    /// Guest RAM could not be created.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Kernel, initrd or boot parameters.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// /dev/kvm does not exist.
+    #[error("/dev/kvm does not exist: this host has no KVM (load kvm_intel or kvm_amd, or enable virtualization for this machine)")]
+    KvmMissing,
+    /// /dev/kvm exists but we may not open it.
+    #[error("permission denied opening /dev/kvm: run as root or join the group that owns it (usually: sudo usermod -aG kvm $USER)")]
+    KvmPermission,
+    /// Any other KVM failure.
+    #[error("KVM could not {what}")]
+    Kvm {
+        /// The step that failed.
+        what: &'static str,
+        /// The ioctl's error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// vCPU register setup.
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    /// An eventfd or thread could not be created.
+    #[error("cannot create {what}")]
+    Host {
+        /// What we tried to create.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { what, source }
+}
+
+/// How a VM run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest pulsed the i8042 reset line (Linux `reboot=k`, netprobe at the end).
+    Reset,
+    /// The guest triple-faulted or KVM reported a shutdown.
+    Shutdown,
+    /// The guest asked for power-off or reset through a KVM system event.
+    SystemEvent(u32),
+    /// `--timeout` passed first.
+    Timeout(Duration),
+    /// KVM could not continue the guest (often: an instruction its emulator does not know).
+    InternalError {
+        /// `kvm_run.internal.suberror`.
+        suberror: u32,
+        /// Guest RIP at the failure.
+        rip: u64,
+    },
+    /// KVM_RUN failed to enter the guest.
+    FailEntry(u64),
+    /// An exit the VMM does not handle, or KVM_RUN itself failed.
+    Unexpected(String),
+}
+
+impl VmExit {
+    /// Process exit status: 0 when the guest ended itself, non-zero when it was stopped or failed.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            VmExit::Reset | VmExit::Shutdown | VmExit::SystemEvent(_) => 0,
+            VmExit::Timeout(_) => 124,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for VmExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmExit::Reset => write!(f, "the guest reset the machine (i8042 reset); exiting"),
+            VmExit::Shutdown => write!(f, "the guest shut down (triple fault); exiting"),
+            VmExit::SystemEvent(kind) => write!(f, "the guest ended with KVM system event {kind}; exiting"),
+            VmExit::Timeout(t) => write!(f, "the guest was still running after --timeout {} s; stopped it", t.as_secs()),
+            VmExit::InternalError { suberror, rip } => write!(
+                f,
+                "KVM internal error {suberror} ({}) at guest RIP {rip:#x}; the guest cannot continue",
+                internal_error_name(*suberror)
+            ),
+            VmExit::FailEntry(reason) => write!(f, "KVM could not enter the guest (hardware entry failure reason {reason:#x})"),
+            VmExit::Unexpected(what) => write!(f, "unexpected vCPU exit: {what}"),
+        }
+    }
+}
+
+/// Names of `KVM_INTERNAL_ERROR_*` suberrors (include/uapi/linux/kvm.h).
+fn internal_error_name(suberror: u32) -> &'static str {
+    match suberror {
+        kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => "instruction emulation failed",
+        kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => "exception while delivering an exception",
+        kvm_bindings::KVM_INTERNAL_ERROR_DELIVERY_EV => "event delivery failed",
+        kvm_bindings::KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON => "unexpected exit reason",
+        _ => "unknown",
+    }
+}
+
+/// Whether /dev/kvm is PVM (`kvm_pvm`), the paravirtual KVM that runs only PVM-aware kernels
+/// natively and everything else through its instruction emulator.
+pub fn kvm_is_pvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// A VM ready to run: guest memory loaded, KVM set up.
+pub struct Vm {
+    // Kept alive for as long as the VM exists: KVM maps this memory into the guest.
+    _mem: GuestMemoryMmap,
+    _vm: VmFd,
+    vcpu: VcpuFd,
+    pio: PioBus,
+    timeout: Option<Duration>,
+}
+
+impl Vm {
+    /// Checks the config, loads the guest into fresh memory, and creates the KVM VM and vCPU.
+    /// User mistakes (missing files, wrong sizes) are reported before /dev/kvm is opened.
+    pub fn new(config: &VmConfig) -> Result<Self, VmError> {
+        if config.mem_mib < MIN_MEM_MIB {
+            return Err(VmError::MemoryTooSmall(config.mem_mib));
+        }
+        if config.cpus != 1 {
+            return Err(VmError::UnsupportedCpus(config.cpus));
+        }
+        let mem = create_guest_memory(config.mem_mib)?;
+        let kernel = boot::load_kernel(&mem, &config.kernel)?;
+        let initrd = match &config.initrd {
+            Some(path) => Some(boot::load_initrd(&mem, path, &kernel)?),
+            None => None,
+        };
+        let cmdline = boot::build_cmdline(&config.cmdline)?;
+        let cmdline_len = cmdline.as_cstring().map_err(BootError::Cmdline)?.as_bytes().len();
+        let params = boot::boot_params(&kernel, cmdline_len, initrd, &e820_map(config.mem_mib << 20));
+        boot::write_boot_params(&mem, &cmdline, &params, ZERO_PAGE_ADDR)?;
+        log::info!(
+            "loaded {:?} kernel, entry {:#x}, command line: {}",
+            kernel.format,
+            kernel.entry,
+            cmdline.as_cstring().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+        );
+        warn_if_pvm_cannot_run(&kernel);
+
+        let kvm = open_kvm()?;
+        let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
+        vm.set_tss_address(KVM_TSS_ADDR as usize)
+            .map_err(kvm_err("set the TSS address"))?;
+        vm.create_irq_chip().map_err(kvm_err("create the in-kernel irqchip"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(kvm_err("create the in-kernel PIT"))?;
+        register_memory(&vm, &mem)?;
+
+        let pio = legacy_devices(&vm)?;
+        let vcpu = vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
+        cpu::setup_cpuid(&kvm, &vcpu, 0)?;
+        cpu::setup_msrs(&vcpu)?;
+        cpu::setup_fpu(&vcpu)?;
+        cpu::setup_sregs(&mem, &vcpu)?;
+        cpu::setup_regs(&vcpu, kernel.entry, ZERO_PAGE_ADDR)?;
+
+        Ok(Self {
+            _mem: mem,
+            _vm: vm,
+            vcpu,
+            pio,
+            timeout: config.timeout,
+        })
+    }
+
+    /// Runs the vCPU on its own thread until the guest ends or the timeout passes.
+    pub fn run(self) -> Result<VmExit, VmError> {
+        let Vm {
+            _mem,
+            _vm,
+            mut vcpu,
+            mut pio,
+            timeout,
+        } = self;
+        let (done_tx, done_rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("vcpu0".into())
+            .spawn(move || {
+                let exit = run_vcpu(&mut vcpu, &mut pio);
+                // The receiver only goes away when main already decided to exit.
+                let _ = done_tx.send(exit);
+            })
+            .map_err(|source| VmError::Host {
+                what: "the vCPU thread",
+                source,
+            })?;
+        let exit = match timeout {
+            Some(limit) => done_rx
+                .recv_timeout(limit)
+                .unwrap_or(VmExit::Timeout(limit)),
+            None => done_rx
+                .recv()
+                .unwrap_or_else(|_| VmExit::Unexpected("the vCPU thread died".into())),
+        };
+        // A vCPU still inside KVM_RUN (timeout) ends with the process.
+        Ok(exit)
+    }
+}
+
+fn open_kvm() -> Result<Kvm, VmError> {
+    Kvm::new().map_err(|e| match e.errno() {
+        libc::ENOENT | libc::ENODEV | libc::ENXIO => VmError::KvmMissing,
+        libc::EACCES | libc::EPERM => VmError::KvmPermission,
+        _ => VmError::Kvm {
+            what: "open /dev/kvm",
+            source: e,
+        },
+    })
+}
+
+fn warn_if_pvm_cannot_run(kernel: &LoadedKernel) {
+    if kernel.is_linux() && kvm_is_pvm() {
+        log::warn!(
+            "/dev/kvm is PVM (kvm_pvm): a Linux kernel that is not PVM-aware will not boot here; \
+             netprobe does, and the nested-VMX test (make test-linux) boots Linux"
+        );
+    }
+}
+
+/// Tells KVM about each RAM region (slot n = region n).
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host_addr = mem
+            .get_host_address(region.start_addr())
+            .map_err(|_| VmError::Kvm {
+                what: "map guest memory",
+                source: kvm_ioctls::Error::new(libc::EFAULT),
+            })?;
+        let region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host_addr as u64,
+            flags: 0,
+        };
+        // SAFETY: the host range belongs to `mem`, a live mmap of exactly `memory_size` bytes
+        // that the `Vm` keeps until after the VM fd (and with it the slot) is gone.
+        unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("register guest memory"))?;
+    }
+    Ok(())
+}
+
+/// COM1 on IRQ 4 through an irqfd, the i8042, and stdin forwarding.
+fn legacy_devices(vm: &VmFd) -> Result<PioBus, VmError> {
+    let eventfd = |what| EventFd::new(EFD_NONBLOCK).map_err(|source| VmError::Host { what, source });
+    let serial_irq = eventfd("the serial interrupt eventfd")?;
+    vm.register_irqfd(&serial_irq, COM1_IRQ)
+        .map_err(kvm_err("register the serial irqfd"))?;
+    let serial = new_serial(EventFdTrigger(serial_irq));
+    forward_stdin(serial.clone());
+    let i8042 = I8042::new().map_err(|source| VmError::Host {
+        what: "the i8042 reset eventfd",
+        source,
+    })?;
+    Ok(PioBus::new(serial, i8042))
+}
+
+/// The vCPU loop: enter the guest, handle the exit, repeat.
+fn run_vcpu(vcpu: &mut VcpuFd, pio: &mut PioBus) -> VmExit {
+    loop {
+        match vcpu.run() {
+            Ok(VcpuExit::IoIn(port, data)) => pio.read(port, data),
+            Ok(VcpuExit::IoOut(port, data)) => {
+                if pio.write(port, data) == PioAction::Reset {
+                    return VmExit::Reset;
+                }
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                log::debug!("mmio: read of {} bytes at unclaimed {addr:#x}", data.len());
+                data.fill(0xff);
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                log::debug!("mmio: write of {data:x?} to unclaimed {addr:#x}");
+            }
+            Ok(VcpuExit::Shutdown) => return VmExit::Shutdown,
+            Ok(VcpuExit::Hlt) => return VmExit::Shutdown,
+            Ok(VcpuExit::SystemEvent(kind, _)) => return VmExit::SystemEvent(kind),
+            Ok(VcpuExit::FailEntry(reason, _)) => return VmExit::FailEntry(reason),
+            Ok(VcpuExit::InternalError) => {
+                // SAFETY: KVM sets exit_reason KVM_EXIT_INTERNAL_ERROR only after filling the
+                // `internal` member of the exit union, which is what we read.
+                let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+                return VmExit::InternalError { suberror, rip };
+            }
+            Ok(other) => return VmExit::Unexpected(format!("{other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+            Err(e) => return VmExit::Unexpected(format!("KVM_RUN failed: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_exit_codes() {
+        assert_eq!(VmExit::Reset.exit_code(), 0);
+        assert_eq!(VmExit::Shutdown.exit_code(), 0);
+        assert_eq!(VmExit::Timeout(Duration::from_secs(1)).exit_code(), 124);
+        assert_eq!(VmExit::InternalError { suberror: 1, rip: 0 }.exit_code(), 1);
+    }
+
+    #[test]
+    fn test_internal_error_message_names_rip_and_cause() {
+        let text = VmExit::InternalError { suberror: 1, rip: 0x100234 }.to_string();
+        assert!(text.contains("0x100234"), "{text}");
+        assert!(text.contains("emulation"), "{text}");
+    }
+
+    #[test]
+    fn test_user_errors_come_before_kvm() {
+        let config = VmConfig {
+            kernel: "/nonexistent".into(),
+            initrd: None,
+            cmdline: String::new(),
+            mem_mib: 64,
+            cpus: 1,
+            timeout: None,
+        };
+        assert!(matches!(Vm::new(&config), Err(VmError::Boot(BootError::KernelRead { .. }))));
+        let small = VmConfig { mem_mib: 4, ..config.clone() };
+        assert!(matches!(Vm::new(&small), Err(VmError::MemoryTooSmall(4))));
+        let smp = VmConfig { cpus: 2, ..config };
+        assert!(matches!(Vm::new(&smp), Err(VmError::UnsupportedCpus(2))));
+    }
+}
