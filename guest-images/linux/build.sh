@@ -14,12 +14,14 @@ mkdir -p "$out" "$cache"
 need() { command -v "$1" >/dev/null || { echo "linux-guest: $1 is missing; install: $2" >&2; exit 1; }; }
 [ -f /usr/src/linux-source-6.1.tar.xz ] || {
     echo "linux-guest: /usr/src/linux-source-6.1.tar.xz is missing; install: apt-get install linux-source-6.1 bc bison flex libelf-dev libssl-dev" >&2; exit 1; }
-need gcc build-essential; need bison bison; need flex flex; need bc bc; need cpio cpio
-[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || true
+need gcc build-essential; need make make; need bison bison; need flex flex; need bc bc; need cpio cpio
 [ -x /bin/busybox ] || { echo "linux-guest: /bin/busybox is missing; install: apt-get install busybox-static" >&2; exit 1; }
 
+# Bump when the kernel build steps below change; the cache key covers it, the source package
+# version and guest.config (the initramfs is rebuilt on every run: it takes a second).
+KERNEL_RECIPE=1
 src_version=$(dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null || stat -c %s /usr/src/linux-source-6.1.tar.xz)
-key=$( (echo "$src_version"; cat "$here/guest.config" "$here/build.sh") | sha256sum | cut -c1-16)
+key=$( (echo "recipe $KERNEL_RECIPE"; echo "$src_version"; cat "$here/guest.config") | sha256sum | cut -c1-16)
 kdir=$cache/linux-$key
 
 if [ -f "$kdir/bzImage" ]; then
@@ -41,7 +43,7 @@ else
     done < "$here/guest.config"
     [ "$missing" = 0 ] || exit 1
     echo "linux-guest: [3/4] compiling with $(nproc) jobs"
-    make -C "$ksrc" ARCH=x86_64 -j"$(nproc)" bzImage 2>&1 | awk '/^  (CC|LD|AR|AS) /{n++; if (n % 200 == 0) {printf "linux-guest:   %d objects...\n", n; fflush()}} /error|Error/{print}'
+    make -C "$ksrc" ARCH=x86_64 -j"$(nproc)" bzImage 2>&1 | awk '/^  (CC|LD|AR|AS) /{n++; if (n % 200 == 0) {printf "linux-guest:   %d objects...\n", n; fflush()}} / error: |Error [0-9]/{print}'
     [ -f "$ksrc/arch/x86/boot/bzImage" ] || { echo "linux-guest: kernel build failed" >&2; exit 1; }
     cp "$ksrc/arch/x86/boot/bzImage" "$ksrc/vmlinux" "$ksrc/.config" "$kdir.tmp/"
     rm -rf "$ksrc"

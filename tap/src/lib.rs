@@ -13,7 +13,9 @@ pub enum IfNameError {
     #[error("an interface name cannot be empty")]
     Empty,
     /// The name is longer than IFNAMSIZ - 1.
-    #[error("interface name {name:?} is {len} characters long; Linux allows at most {IFNAME_MAX_LEN}")]
+    #[error(
+        "interface name {name:?} is {len} characters long; Linux allows at most {IFNAME_MAX_LEN}"
+    )]
     TooLong {
         /// The rejected name.
         name: String,
@@ -36,7 +38,12 @@ pub fn validate_ifname(name: &str) -> Result<(), IfNameError> {
             len: name.len(),
         });
     }
-    if name == "." || name == ".." || name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace()) {
+    if name == "."
+        || name == ".."
+        || name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
+    {
         return Err(IfNameError::Invalid(name.to_owned()));
     }
     Ok(())

@@ -1,1 +1,220 @@
-//! placeholder
+//! Helpers for the integration tests: finding the `vmm` binary and guest images, deciding
+//! whether a KVM test can run here, and running the VMM with a deadline.
+//!
+//! Policy (DESIGN.md §7): a test that needs root or /dev/kvm skips with a message when either
+//! is missing, and fails in CI (`CI=true`), where a skip would hide that nothing ran.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The `vmm` binary of the profile these tests were built with (`target/<profile>/vmm`).
+pub fn vmm_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let bin = profile_dir.join("vmm");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build -p vmm; `make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A file in guest-images/out, which must have been built.
+pub fn guest_image(name: &str) -> PathBuf {
+    let path = workspace_root().join("guest-images/out").join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: run `make netprobe` first (`make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// Whether we run in CI, where skipping is failing.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Prints a skip notice where the test harness does not capture it.
+pub fn skip(test: &str, reason: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
+/// True when this process is root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether a KVM test can run: /dev/kvm opens read-write. Otherwise skips (or panics in CI).
+pub fn require_kvm(test: &str) -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            let reason = format!(
+                "/dev/kvm cannot be opened ({e}); KVM tests need it (run as root on a KVM host)"
+            );
+            assert!(!in_ci(), "{test}: {reason}");
+            skip(test, &reason);
+            false
+        }
+    }
+}
+
+/// Whether a test that needs root can run. Otherwise skips (or panics in CI).
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "{test}: needs root");
+    skip(test, "needs root");
+    false
+}
+
+/// Whether /dev/kvm is PVM, which runs only PVM-aware kernels (and netprobe, emulated).
+pub fn kvm_is_pvm() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// What a VMM run printed and how it ended.
+pub struct Run {
+    /// The guest console (the VMM's stdout).
+    pub stdout: String,
+    /// The VMM's own messages.
+    pub stderr: String,
+    /// Exit status code (None if killed by a signal).
+    pub code: Option<i32>,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Run {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            code: output.status.code(),
+        }
+    }
+
+    /// The first console line starting with `prefix`.
+    pub fn line(&self, prefix: &str) -> Option<&str> {
+        self.stdout.lines().find(|l| l.starts_with(prefix))
+    }
+
+    /// Both streams, for assertion messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `vmm` with `args`, no stdin, and a guest deadline of `timeout_s` seconds (`--timeout`).
+pub fn run_vmm(args: &[&str], timeout_s: u64) -> Run {
+    run_command(
+        Command::new(vmm_bin())
+            .args(args)
+            .args(["--timeout", &timeout_s.to_string()]),
+    )
+}
+
+/// Runs a prepared command with stdin closed and collects its output.
+pub fn run_command(cmd: &mut Command) -> Run {
+    let output = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("cannot run the command");
+    Run::from(output)
+}
+
+/// The value of `key=` in a `netprobe: ...` line (values in quotes may contain spaces).
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        return quoted.find('"').map(|end| &quoted[..end]);
+    }
+    Some(rest.split(' ').next().unwrap_or(""))
+}
+
+/// A minimal 64-bit ELF whose single segment holds `code` at 0x100000 (the entry point).
+/// For tests that need a guest doing one specific, usually wrong, thing.
+pub fn tiny_elf(code: &[u8]) -> Vec<u8> {
+    const LOAD: u64 = 0x10_0000;
+    const EHDR: usize = 0x40;
+    const PHDR: usize = 0x38;
+    let mut elf = vec![0u8; EHDR + PHDR];
+    elf[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    elf[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[0x12..0x14].copy_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    elf[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+    elf[0x18..0x20].copy_from_slice(&LOAD.to_le_bytes());
+    elf[0x20..0x28].copy_from_slice(&(EHDR as u64).to_le_bytes());
+    elf[0x34..0x36].copy_from_slice(&(EHDR as u16).to_le_bytes());
+    elf[0x36..0x38].copy_from_slice(&(PHDR as u16).to_le_bytes());
+    elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+    let ph = EHDR;
+    elf[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf[ph + 4..ph + 8].copy_from_slice(&7u32.to_le_bytes()); // RWX
+    elf[ph + 8..ph + 0x10].copy_from_slice(&((EHDR + PHDR) as u64).to_le_bytes());
+    elf[ph + 0x10..ph + 0x18].copy_from_slice(&LOAD.to_le_bytes());
+    elf[ph + 0x18..ph + 0x20].copy_from_slice(&LOAD.to_le_bytes());
+    elf[ph + 0x20..ph + 0x28].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    elf[ph + 0x28..ph + 0x30].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    elf.extend_from_slice(code);
+    elf
+}
+
+/// A scratch file that is removed when dropped.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    /// Writes `bytes` to a fresh file named after `tag`.
+    pub fn with(tag: &str, bytes: &[u8]) -> Self {
+        let path = std::env::temp_dir().join(format!("vmm-test-{}-{tag}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        TempFile(path)
+    }
+
+    /// Its path as &str.
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_field_plain_and_quoted() {
+        let line = r#"netprobe: boot mem_mib=127 e820_entries=4 cmdline="a b=c d""#;
+        assert_eq!(field(line, "mem_mib"), Some("127"));
+        assert_eq!(field(line, "e820_entries"), Some("4"));
+        assert_eq!(field(line, "cmdline"), Some("a b=c d"));
+        assert_eq!(field(line, "nope"), None);
+    }
+}

@@ -52,7 +52,11 @@ impl FromStr for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -71,7 +75,14 @@ mod tests {
 
     #[test]
     fn test_mac_parse_errors() {
-        for bad in ["", "52:54:00:ab:cd", "52:54:00:ab:cd:0f:11", "52-54-00-ab-cd-0f", "5:54:00:ab:cd:0f", "zz:54:00:ab:cd:0f"] {
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:0f:11",
+            "52-54-00-ab-cd-0f",
+            "5:54:00:ab:cd:0f",
+            "zz:54:00:ab:cd:0f",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad:?}");
         }
         let msg = "x".parse::<MacAddr>().unwrap_err().to_string();
@@ -80,6 +91,9 @@ mod tests {
 
     #[test]
     fn test_broadcast_is_multicast() {
-        assert!("ff:ff:ff:ff:ff:ff".parse::<MacAddr>().unwrap().is_multicast());
+        assert!("ff:ff:ff:ff:ff:ff"
+            .parse::<MacAddr>()
+            .unwrap()
+            .is_multicast());
     }
 }

@@ -51,7 +51,9 @@ pub enum BootError {
         source: std::io::Error,
     },
     /// The file is neither a bzImage nor an ELF.
-    #[error("{path} is not a kernel image: expected a bzImage (\"HdrS\" at 0x202) or an ELF executable")]
+    #[error(
+        "{path} is not a kernel image: expected a bzImage (\"HdrS\" at 0x202) or an ELF executable"
+    )]
     NotAKernel {
         /// The --kernel path.
         path: PathBuf,
@@ -133,18 +135,26 @@ impl LoadedKernel {
     }
 }
 
-/// Tells a bzImage from an ELF by their magic numbers.
+/// Tells a bzImage from an ELF by their magic numbers; `None` for anything else.
 pub fn detect_format<R: Read + Seek>(image: &mut R) -> std::io::Result<Option<KernelFormat>> {
-    let mut magic = [0u8; 4];
-    image.seek(SeekFrom::Start(0))?;
-    if image.read_exact(&mut magic).is_ok() && magic == *b"\x7fELF" {
+    if read_magic(image, 0)? == Some(*b"\x7fELF") {
         return Ok(Some(KernelFormat::Elf));
     }
-    image.seek(SeekFrom::Start(HDRS_OFFSET))?;
-    if image.read_exact(&mut magic).is_ok() && u32::from_le_bytes(magic) == HDRS_MAGIC {
+    if read_magic(image, HDRS_OFFSET)?.map(u32::from_le_bytes) == Some(HDRS_MAGIC) {
         return Ok(Some(KernelFormat::BzImage));
     }
     Ok(None)
+}
+
+/// The 4 bytes at `offset`, `None` if the file is shorter; read errors are errors.
+fn read_magic<R: Read + Seek>(image: &mut R, offset: u64) -> std::io::Result<Option<[u8; 4]>> {
+    let mut magic = [0u8; 4];
+    image.seek(SeekFrom::Start(offset))?;
+    match image.read_exact(&mut magic) {
+        Ok(()) => Ok(Some(magic)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Loads the kernel at `path` into `mem` and returns where it starts.
@@ -154,11 +164,12 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
         source,
     };
     let mut file = File::open(path).map_err(read_err)?;
-    let format = detect_format(&mut file)
-        .map_err(read_err)?
-        .ok_or_else(|| BootError::NotAKernel {
-            path: path.to_owned(),
-        })?;
+    let format =
+        detect_format(&mut file)
+            .map_err(read_err)?
+            .ok_or_else(|| BootError::NotAKernel {
+                path: path.to_owned(),
+            })?;
     let load_err = |source| BootError::KernelLoad {
         path: path.to_owned(),
         mem_mib: mem_size(mem) >> 20,
@@ -263,13 +274,15 @@ pub fn boot_params(
     initrd: Option<(u64, u64)>,
     e820: &[E820Entry],
 ) -> boot_params {
-    let mut params = boot_params::default();
-    params.hdr = kernel.setup_header.unwrap_or_else(|| setup_header {
-        boot_flag: BOOT_FLAG_MAGIC,
-        header: HDRS_MAGIC,
-        kernel_alignment: DEFAULT_KERNEL_ALIGNMENT,
+    let mut params = boot_params {
+        hdr: kernel.setup_header.unwrap_or_else(|| setup_header {
+            boot_flag: BOOT_FLAG_MAGIC,
+            header: HDRS_MAGIC,
+            kernel_alignment: DEFAULT_KERNEL_ALIGNMENT,
+            ..Default::default()
+        }),
         ..Default::default()
-    });
+    };
     params.hdr.type_of_loader = LOADER_TYPE_UNDEFINED;
     params.hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
     params.hdr.cmdline_size = cmdline_len as u32;
@@ -319,7 +332,10 @@ mod tests {
 
         let mut bz = vec![0u8; 0x400];
         bz[0x202..0x206].copy_from_slice(b"HdrS");
-        assert_eq!(detect_format(&mut Cursor::new(bz)).unwrap(), Some(KernelFormat::BzImage));
+        assert_eq!(
+            detect_format(&mut Cursor::new(bz)).unwrap(),
+            Some(KernelFormat::BzImage)
+        );
 
         let text = b"#!/bin/sh\necho this is not a kernel\n".to_vec();
         assert_eq!(detect_format(&mut Cursor::new(text)).unwrap(), None);
@@ -341,7 +357,10 @@ mod tests {
 
     #[test]
     fn test_initrd_overlapping_kernel_is_rejected() {
-        assert_eq!(initrd_address(100 * MIB, 30 * MIB, 128 * MIB, u64::MAX), None);
+        assert_eq!(
+            initrd_address(100 * MIB, 30 * MIB, 128 * MIB, u64::MAX),
+            None
+        );
         assert_eq!(initrd_address(200 * MIB, 0, 128 * MIB, u64::MAX), None);
     }
 
@@ -373,10 +392,16 @@ mod tests {
         assert_eq!(p.hdr.type_of_loader, LOADER_TYPE_UNDEFINED);
         assert_eq!({ p.hdr.cmd_line_ptr }, CMDLINE_ADDR as u32);
         assert_eq!({ p.hdr.cmdline_size }, 42);
-        assert_eq!(({ p.hdr.ramdisk_image }, { p.hdr.ramdisk_size }), (0x300_0000, 0x1000));
+        assert_eq!(
+            ({ p.hdr.ramdisk_image }, { p.hdr.ramdisk_size }),
+            (0x300_0000, 0x1000)
+        );
         assert_eq!(usize::from(p.e820_entries), e820.len());
         for (raw, entry) in p.e820_table.iter().zip(&e820) {
-            assert_eq!(({ raw.addr }, { raw.size }, { raw.r#type }), (entry.addr, entry.size, entry.kind));
+            assert_eq!(
+                ({ raw.addr }, { raw.size }, { raw.r#type }),
+                (entry.addr, entry.size, entry.kind)
+            );
         }
     }
 
@@ -397,7 +422,10 @@ mod tests {
         };
         assert!(kernel.is_linux());
         let p = boot_params(&kernel, 1, None, &e820_map(64 * MIB));
-        assert_eq!(({ p.hdr.version }, { p.hdr.init_size }), (0x020f, 0x12_3000));
+        assert_eq!(
+            ({ p.hdr.version }, { p.hdr.init_size }),
+            (0x020f, 0x12_3000)
+        );
         assert_eq!(p.hdr.type_of_loader, LOADER_TYPE_UNDEFINED);
     }
 
@@ -414,9 +442,21 @@ mod tests {
         let p = boot_params(&kernel, 10, None, &e820_map(16 * MIB));
         write_boot_params(&mem, &cmdline, &p, ZERO_PAGE_ADDR).unwrap();
         // e820_entries at 0x1e8, "HdrS" at 0x202, cmd_line_ptr at 0x228 of the zero page.
-        assert_eq!(mem.read_obj::<u8>(GuestAddress(ZERO_PAGE_ADDR + 0x1e8)).unwrap(), 4);
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(ZERO_PAGE_ADDR + 0x202)).unwrap(), HDRS_MAGIC);
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(ZERO_PAGE_ADDR + 0x228)).unwrap(), CMDLINE_ADDR as u32);
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(ZERO_PAGE_ADDR + 0x1e8))
+                .unwrap(),
+            4
+        );
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(ZERO_PAGE_ADDR + 0x202))
+                .unwrap(),
+            HDRS_MAGIC
+        );
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(ZERO_PAGE_ADDR + 0x228))
+                .unwrap(),
+            CMDLINE_ADDR as u32
+        );
         let mut text = [0u8; 5];
         let at = CMDLINE_ADDR + DEFAULT_CMDLINE.len() as u64 + 1;
         mem.read_slice(&mut text, GuestAddress(at)).unwrap();

@@ -24,7 +24,8 @@ pub fn create_guest_memory(mem_mib: u64) -> Result<GuestMemoryMmap, MemoryError>
         .into_iter()
         .map(|(start, size)| (GuestAddress(start), size as usize))
         .collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Allocate { mem_mib, source })
+    GuestMemoryMmap::from_ranges(&ranges)
+        .map_err(|source| MemoryError::Allocate { mem_mib, source })
 }
 
 #[cfg(test)]

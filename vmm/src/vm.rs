@@ -12,9 +12,9 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::arch::cpu::{self, CpuError};
 use crate::arch::e820::e820_map;
 use crate::arch::layout::{COM1_IRQ, KVM_TSS_ADDR, MIN_MEM_MIB, ZERO_PAGE_ADDR};
-use crate::arch::cpu::{self, CpuError};
 use crate::boot::{self, BootError, LoadedKernel};
 use crate::devices::i8042::I8042;
 use crate::devices::pio::{PioAction, PioBus};
@@ -184,14 +184,26 @@ impl Vm {
             None => None,
         };
         let cmdline = boot::build_cmdline(&config.cmdline)?;
-        let cmdline_len = cmdline.as_cstring().map_err(BootError::Cmdline)?.as_bytes().len();
-        let params = boot::boot_params(&kernel, cmdline_len, initrd, &e820_map(config.mem_mib << 20));
+        let cmdline_len = cmdline
+            .as_cstring()
+            .map_err(BootError::Cmdline)?
+            .as_bytes()
+            .len();
+        let params = boot::boot_params(
+            &kernel,
+            cmdline_len,
+            initrd,
+            &e820_map(config.mem_mib << 20),
+        );
         boot::write_boot_params(&mem, &cmdline, &params, ZERO_PAGE_ADDR)?;
         log::info!(
             "loaded {:?} kernel, entry {:#x}, command line: {}",
             kernel.format,
             kernel.entry,
-            cmdline.as_cstring().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+            cmdline
+                .as_cstring()
+                .map(|c| c.to_string_lossy().into_owned())
+                .unwrap_or_default()
         );
         warn_if_pvm_cannot_run(&kernel);
 
@@ -199,12 +211,14 @@ impl Vm {
         let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
         vm.set_tss_address(KVM_TSS_ADDR as usize)
             .map_err(kvm_err("set the TSS address"))?;
-        vm.create_irq_chip().map_err(kvm_err("create the in-kernel irqchip"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("create the in-kernel irqchip"))?;
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()
         };
-        vm.create_pit2(pit).map_err(kvm_err("create the in-kernel PIT"))?;
+        vm.create_pit2(pit)
+            .map_err(kvm_err("create the in-kernel PIT"))?;
         register_memory(&vm, &mem)?;
 
         let pio = legacy_devices(&vm)?;
@@ -272,8 +286,8 @@ fn open_kvm() -> Result<Kvm, VmError> {
 fn warn_if_pvm_cannot_run(kernel: &LoadedKernel) {
     if kernel.is_linux() && kvm_is_pvm() {
         log::warn!(
-            "/dev/kvm is PVM (kvm_pvm): a Linux kernel that is not PVM-aware will not boot here; \
-             netprobe does, and the nested-VMX test (make test-linux) boots Linux"
+            "/dev/kvm is PVM (kvm_pvm): a Linux kernel that is not PVM-aware will not boot here \
+             (bare-metal guests such as netprobe do); use a host whose KVM has VMX or SVM"
         );
     }
 }
@@ -303,7 +317,8 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
 
 /// COM1 on IRQ 4 through an irqfd, the i8042, and stdin forwarding.
 fn legacy_devices(vm: &VmFd) -> Result<PioBus, VmError> {
-    let eventfd = |what| EventFd::new(EFD_NONBLOCK).map_err(|source| VmError::Host { what, source });
+    let eventfd =
+        |what| EventFd::new(EFD_NONBLOCK).map_err(|source| VmError::Host { what, source });
     let serial_irq = eventfd("the serial interrupt eventfd")?;
     vm.register_irqfd(&serial_irq, COM1_IRQ)
         .map_err(kvm_err("register the serial irqfd"))?;
@@ -360,12 +375,23 @@ mod tests {
         assert_eq!(VmExit::Reset.exit_code(), 0);
         assert_eq!(VmExit::Shutdown.exit_code(), 0);
         assert_eq!(VmExit::Timeout(Duration::from_secs(1)).exit_code(), 124);
-        assert_eq!(VmExit::InternalError { suberror: 1, rip: 0 }.exit_code(), 1);
+        assert_eq!(
+            VmExit::InternalError {
+                suberror: 1,
+                rip: 0
+            }
+            .exit_code(),
+            1
+        );
     }
 
     #[test]
     fn test_internal_error_message_names_rip_and_cause() {
-        let text = VmExit::InternalError { suberror: 1, rip: 0x100234 }.to_string();
+        let text = VmExit::InternalError {
+            suberror: 1,
+            rip: 0x100234,
+        }
+        .to_string();
         assert!(text.contains("0x100234"), "{text}");
         assert!(text.contains("emulation"), "{text}");
     }
@@ -380,8 +406,14 @@ mod tests {
             cpus: 1,
             timeout: None,
         };
-        assert!(matches!(Vm::new(&config), Err(VmError::Boot(BootError::KernelRead { .. }))));
-        let small = VmConfig { mem_mib: 4, ..config.clone() };
+        assert!(matches!(
+            Vm::new(&config),
+            Err(VmError::Boot(BootError::KernelRead { .. }))
+        ));
+        let small = VmConfig {
+            mem_mib: 4,
+            ..config.clone()
+        };
         assert!(matches!(Vm::new(&small), Err(VmError::MemoryTooSmall(4))));
         let smp = VmConfig { cpus: 2, ..config };
         assert!(matches!(Vm::new(&smp), Err(VmError::UnsupportedCpus(2))));

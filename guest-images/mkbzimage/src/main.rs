@@ -98,16 +98,33 @@ fn load_segments(elf: &[u8]) -> Result<(u64, Vec<Segment>), String> {
 fn bzimage(elf: &[u8]) -> Result<Vec<u8>, String> {
     let (entry, segments) = load_segments(elf)?;
     if entry != LOAD_ADDR + 0x200 {
-        return Err(format!("entry point is {entry:#x}, the 64-bit protocol needs {:#x}", LOAD_ADDR + 0x200));
+        return Err(format!(
+            "entry point is {entry:#x}, the 64-bit protocol needs {:#x}",
+            LOAD_ADDR + 0x200
+        ));
     }
-    let lowest = segments.iter().map(|s| s.paddr).min().ok_or("no PT_LOAD segments")?;
+    let lowest = segments
+        .iter()
+        .map(|s| s.paddr)
+        .min()
+        .ok_or("no PT_LOAD segments")?;
     if lowest != LOAD_ADDR {
-        return Err(format!("lowest segment at {lowest:#x}, expected {LOAD_ADDR:#x}"));
+        return Err(format!(
+            "lowest segment at {lowest:#x}, expected {LOAD_ADDR:#x}"
+        ));
     }
     // The flat protected-mode kernel: file contents at paddr - LOAD_ADDR, up to the last byte
     // that has file data. Everything beyond (bss, stack) is covered by init_size.
-    let file_end = segments.iter().map(|s| s.paddr + s.filesz).max().unwrap_or(LOAD_ADDR);
-    let mem_end = segments.iter().map(|s| s.paddr + s.memsz).max().unwrap_or(LOAD_ADDR);
+    let file_end = segments
+        .iter()
+        .map(|s| s.paddr + s.filesz)
+        .max()
+        .unwrap_or(LOAD_ADDR);
+    let mem_end = segments
+        .iter()
+        .map(|s| s.paddr + s.memsz)
+        .max()
+        .unwrap_or(LOAD_ADDR);
     let mut payload = vec![0u8; (file_end - LOAD_ADDR) as usize];
     for s in segments.iter().filter(|s| s.filesz > 0) {
         let src = elf
@@ -119,22 +136,44 @@ fn bzimage(elf: &[u8]) -> Result<Vec<u8>, String> {
 
     let setup_len = (usize::from(SETUP_SECTS) + 1) * 512;
     let mut image = vec![0u8; setup_len];
-    let put = |image: &mut Vec<u8>, at: usize, bytes: &[u8]| image[at..at + bytes.len()].copy_from_slice(bytes);
+    let put = |image: &mut Vec<u8>, at: usize, bytes: &[u8]| {
+        image[at..at + bytes.len()].copy_from_slice(bytes)
+    };
     put(&mut image, SETUP_SECTS_OFF, &[SETUP_SECTS]);
-    put(&mut image, SYSSIZE_OFF, &(payload.len().div_ceil(16) as u32).to_le_bytes());
+    put(
+        &mut image,
+        SYSSIZE_OFF,
+        &(payload.len().div_ceil(16) as u32).to_le_bytes(),
+    );
     put(&mut image, BOOT_FLAG_OFF, &0xaa55u16.to_le_bytes());
     put(&mut image, JUMP_OFF, &[0xeb, 0xfe]); // real-mode entry: jump to self (unsupported)
     put(&mut image, HEADER_OFF, b"HdrS");
     put(&mut image, VERSION_OFF, &PROTOCOL_VERSION.to_le_bytes());
     put(&mut image, TYPE_OF_LOADER_OFF, &[0]);
     put(&mut image, LOADFLAGS_OFF, &[LOADED_HIGH]);
-    put(&mut image, CODE32_START_OFF, &(LOAD_ADDR as u32).to_le_bytes());
-    put(&mut image, INITRD_ADDR_MAX_OFF, &0x7fff_ffffu32.to_le_bytes());
-    put(&mut image, KERNEL_ALIGNMENT_OFF, &0x20_0000u32.to_le_bytes());
+    put(
+        &mut image,
+        CODE32_START_OFF,
+        &(LOAD_ADDR as u32).to_le_bytes(),
+    );
+    put(
+        &mut image,
+        INITRD_ADDR_MAX_OFF,
+        &0x7fff_ffffu32.to_le_bytes(),
+    );
+    put(
+        &mut image,
+        KERNEL_ALIGNMENT_OFF,
+        &0x20_0000u32.to_le_bytes(),
+    );
     put(&mut image, XLOADFLAGS_OFF, &XLF_KERNEL_64.to_le_bytes());
     put(&mut image, CMDLINE_SIZE_OFF, &2047u32.to_le_bytes());
     put(&mut image, PREF_ADDRESS_OFF, &LOAD_ADDR.to_le_bytes());
-    put(&mut image, INIT_SIZE_OFF, &((mem_end - LOAD_ADDR) as u32).to_le_bytes());
+    put(
+        &mut image,
+        INIT_SIZE_OFF,
+        &((mem_end - LOAD_ADDR) as u32).to_le_bytes(),
+    );
     image.extend_from_slice(&payload);
     Ok(image)
 }
@@ -148,7 +187,9 @@ fn main() -> ExitCode {
     let result = std::fs::read(input)
         .map_err(|e| format!("cannot read {input}: {e}"))
         .and_then(|elf| bzimage(&elf).map_err(|e| format!("{input}: {e}")))
-        .and_then(|image| std::fs::write(output, image).map_err(|e| format!("cannot write {output}: {e}")));
+        .and_then(|image| {
+            std::fs::write(output, image).map_err(|e| format!("cannot write {output}: {e}"))
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -195,7 +236,9 @@ mod tests {
 
     #[test]
     fn test_wrong_entry_is_rejected() {
-        assert!(bzimage(&elf(LOAD_ADDR, &[0x90; 16], 0)).unwrap_err().contains("entry point"));
+        assert!(bzimage(&elf(LOAD_ADDR, &[0x90; 16], 0))
+            .unwrap_err()
+            .contains("entry point"));
     }
 
     #[test]

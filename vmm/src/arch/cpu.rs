@@ -145,7 +145,9 @@ pub fn setup_sregs<M: GuestMemoryBackend>(mem: &M, vcpu: &VcpuFd) -> Result<(), 
         .map_err(CpuError::Tables)?;
     let cr3 = paging::write_page_tables(mem).map_err(CpuError::Tables)?;
 
-    let mut sregs = vcpu.get_sregs().map_err(kvm_err("read the segment registers"))?;
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(kvm_err("read the segment registers"))?;
     sregs.gdt.base = GDT_ADDR;
     sregs.gdt.limit = (std::mem::size_of_val(&GDT) - 1) as u16;
     sregs.idt.base = IDT_ADDR;

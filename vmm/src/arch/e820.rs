@@ -6,8 +6,7 @@
 //! when the guest has more memory than fits below the gap.
 
 use super::layout::{
-    DEVICE_WINDOW_SIZE, DEVICE_WINDOW_START, EBDA_START, HIMEM_START, MMIO_GAP_END,
-    MMIO_GAP_START,
+    DEVICE_WINDOW_SIZE, DEVICE_WINDOW_START, EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START,
 };
 
 /// e820 type of usable RAM (ACPI spec, "AddressRangeMemory").
@@ -89,10 +88,24 @@ mod tests {
     fn test_e820_small_guest_has_hole_ram_and_device_window() {
         let map = e820_map(128 * MIB);
         assert_eq!(map.len(), 4);
-        assert_eq!(map[0], E820Entry { addr: 0, size: 0x9fc00, kind: E820_RAM });
+        assert_eq!(
+            map[0],
+            E820Entry {
+                addr: 0,
+                size: 0x9fc00,
+                kind: E820_RAM
+            }
+        );
         assert_eq!(map[1].kind, E820_RESERVED);
         assert_eq!(map[1].addr + map[1].size, HIMEM_START);
-        assert_eq!(map[2], E820Entry { addr: HIMEM_START, size: 127 * MIB, kind: E820_RAM });
+        assert_eq!(
+            map[2],
+            E820Entry {
+                addr: HIMEM_START,
+                size: 127 * MIB,
+                kind: E820_RAM
+            }
+        );
         assert_eq!(map[3].addr, DEVICE_WINDOW_START);
         assert_eq!(map[3].kind, E820_RESERVED);
         // Usable RAM is everything but the legacy hole.
@@ -105,7 +118,14 @@ mod tests {
         let map = e820_map(mem);
         assert_eq!(map.len(), 5);
         assert_eq!(map[2].addr + map[2].size, MMIO_GAP_START);
-        assert_eq!(map[4], E820Entry { addr: 1 << 32, size: mem - MMIO_GAP_START, kind: E820_RAM });
+        assert_eq!(
+            map[4],
+            E820Entry {
+                addr: 1 << 32,
+                size: mem - MMIO_GAP_START,
+                kind: E820_RAM
+            }
+        );
         assert_eq!(usable(&map), mem - (HIMEM_START - EBDA_START));
     }
 
@@ -114,7 +134,10 @@ mod tests {
         for mem in [16 * MIB, 256 * MIB, 3072 * MIB, 8192 * MIB] {
             let map = e820_map(mem);
             for pair in map.windows(2) {
-                assert!(pair[0].addr + pair[0].size <= pair[1].addr, "{mem}: {pair:?}");
+                assert!(
+                    pair[0].addr + pair[0].size <= pair[1].addr,
+                    "{mem}: {pair:?}"
+                );
             }
         }
     }

@@ -43,7 +43,11 @@ pub fn kvm_segment(selector: u16) -> kvm_segment {
     let present = bit(47);
     kvm_segment {
         base,
-        limit: if g == 1 { (raw_limit << 12) | 0xfff } else { raw_limit },
+        limit: if g == 1 {
+            (raw_limit << 12) | 0xfff
+        } else {
+            raw_limit
+        },
         selector,
         type_: ((entry >> 40) & 0xf) as u8,
         present,
@@ -81,13 +85,19 @@ mod tests {
     #[test]
     fn test_tss_is_a_system_segment() {
         let tss = kvm_segment(BOOT_TSS);
-        assert_eq!((tss.s, tss.type_, tss.present, tss.unusable), (0, 0xb, 1, 0));
+        assert_eq!(
+            (tss.s, tss.type_, tss.present, tss.unusable),
+            (0, 0xb, 1, 0)
+        );
     }
 
     #[test]
     fn test_gdt_entry_round_trips_base_and_limit() {
         let entry = gdt_entry(0x0093, 0x1234_5678, 0xabcde);
-        assert_eq!(((entry >> 32) & 0xff00_0000) | ((entry >> 16) & 0xff_ffff), 0x1234_5678);
+        assert_eq!(
+            ((entry >> 32) & 0xff00_0000) | ((entry >> 16) & 0xff_ffff),
+            0x1234_5678
+        );
         assert_eq!(((entry >> 32) & 0xf_0000) | (entry & 0xffff), 0xabcde);
     }
 }

@@ -66,7 +66,15 @@ mod tests {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let cr3 = write_page_tables(&mem).unwrap();
         assert_eq!(cr3, PML4_ADDR);
-        for va in [0, 0x7000, 0x10_0200, 0x3fff_ffff, 0x4000_0000, 0xd000_0000, 0xffff_ffff] {
+        for va in [
+            0,
+            0x7000,
+            0x10_0200,
+            0x3fff_ffff,
+            0x4000_0000,
+            0xd000_0000,
+            0xffff_ffff,
+        ] {
             assert_eq!(translate(&mem, cr3, va), Some(va), "{va:#x}");
         }
     }

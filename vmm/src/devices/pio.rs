@@ -36,7 +36,9 @@ impl PioBus {
     /// Handles `in` from `port` into `data`.
     pub fn read(&mut self, port: u16, data: &mut [u8]) {
         data.fill(0xff);
-        let Some(first) = data.first_mut() else { return };
+        let Some(first) = data.first_mut() else {
+            return;
+        };
         if let Some(offset) = offset_in(port, COM1_PORT, UART_PORTS) {
             if let Ok(mut serial) = self.serial.lock() {
                 *first = serial.read(offset);
@@ -107,7 +109,11 @@ mod tests {
     fn test_uart_line_status_says_transmitter_empty() {
         let mut data = [0u8];
         bus().read(COM1_PORT + 5, &mut data);
-        assert_ne!(data[0] & 0x20, 0, "LSR.THRE must be set so guests can write");
+        assert_ne!(
+            data[0] & 0x20,
+            0,
+            "LSR.THRE must be set so guests can write"
+        );
     }
 
     #[test]

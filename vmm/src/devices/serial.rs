@@ -37,30 +37,28 @@ pub fn new_serial(irq: EventFdTrigger) -> SharedSerial {
 
 /// Feeds our stdin to the guest's receive FIFO from a background thread, until stdin ends.
 pub fn forward_stdin(serial: SharedSerial) {
-    let spawned = thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut buf = [0u8; 64];
-            let stdin = std::io::stdin();
-            loop {
-                let n = match stdin.lock().read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                let mut pending = &buf[..n];
-                while !pending.is_empty() {
-                    // The FIFO holds 64 bytes; wait for the guest to drain it.
-                    let taken = serial
-                        .lock()
-                        .map(|mut s| s.enqueue_raw_bytes(pending).unwrap_or(0))
-                        .unwrap_or(0);
-                    pending = &pending[taken..];
-                    if !pending.is_empty() {
-                        thread::sleep(Duration::from_millis(5));
-                    }
+    let spawned = thread::Builder::new().name("stdin".into()).spawn(move || {
+        let mut buf = [0u8; 64];
+        let stdin = std::io::stdin();
+        loop {
+            let n = match stdin.lock().read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let mut pending = &buf[..n];
+            while !pending.is_empty() {
+                // The FIFO holds 64 bytes; wait for the guest to drain it.
+                let taken = serial
+                    .lock()
+                    .map(|mut s| s.enqueue_raw_bytes(pending).unwrap_or(0))
+                    .unwrap_or(0);
+                pending = &pending[taken..];
+                if !pending.is_empty() {
+                    thread::sleep(Duration::from_millis(5));
                 }
             }
-        });
+        }
+    });
     if let Err(e) = spawned {
         log::warn!("cannot start the stdin thread, the guest console is output-only: {e}");
     }

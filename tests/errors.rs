@@ -1,0 +1,194 @@
+//! The errors a new user meets: each is one clear line on stderr and a non-zero exit, and is
+//! found before the guest starts.
+
+use std::process::Command;
+
+use vmm_integration_tests::{
+    guest_image, require_root, run_command, run_vmm, vmm_bin, Run, TempFile,
+};
+
+/// Asserts a failed start: exit status 1 and exactly one line on stderr containing `needle`.
+fn assert_one_line_error(run: &Run, needle: &str) {
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected\n{}", run.dump());
+    assert!(lines[0].starts_with("vmm: "), "{}", run.dump());
+    assert!(
+        lines[0].contains(needle),
+        "expected {needle:?}\n{}",
+        run.dump()
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "no guest output expected\n{}",
+        run.dump()
+    );
+}
+
+#[test]
+fn test_missing_kernel_is_one_line() {
+    let run = run_vmm(&["--kernel", "/nonexistent"], 10);
+    assert_one_line_error(
+        &run,
+        "cannot read kernel image /nonexistent: No such file or directory",
+    );
+}
+
+#[test]
+fn test_unreadable_kernel_is_one_line() {
+    // A directory opens but cannot be read as a kernel.
+    let run = run_vmm(&["--kernel", "/"], 10);
+    assert_one_line_error(&run, "cannot read kernel image /");
+}
+
+#[test]
+fn test_file_that_is_not_a_kernel_is_named() {
+    let text = TempFile::with("notkernel", b"#!/bin/sh\necho hello\n");
+    let run = run_vmm(&["--kernel", text.path()], 10);
+    assert_one_line_error(&run, "is not a kernel image");
+}
+
+#[test]
+fn test_truncated_elf_is_rejected() {
+    let elf = TempFile::with("truncated.elf", b"\x7fELF\x02\x01\x01\x00");
+    let run = run_vmm(&["--kernel", elf.path()], 10);
+    assert_one_line_error(&run, "cannot load kernel image");
+}
+
+#[test]
+fn test_memory_too_small_names_the_minimum() {
+    let kernel = guest_image("netprobe.elf");
+    let run = run_vmm(&["--kernel", kernel.to_str().unwrap(), "--mem", "8"], 10);
+    assert_one_line_error(
+        &run,
+        "--mem 8 is too small: the guest needs at least 16 MiB",
+    );
+}
+
+#[test]
+fn test_initrd_too_large_says_raise_mem() {
+    let kernel = guest_image("netprobe.elf");
+    let big = TempFile::with("big.initrd", &vec![0u8; 20 << 20]);
+    let run = run_vmm(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--mem",
+            "16",
+            "--initrd",
+            big.path(),
+        ],
+        10,
+    );
+    assert_one_line_error(&run, "is too large");
+    assert!(run.stderr.contains("raise --mem"), "{}", run.dump());
+}
+
+#[test]
+fn test_missing_initrd_is_one_line() {
+    let kernel = guest_image("netprobe.elf");
+    let run = run_vmm(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            "/nonexistent.cpio",
+        ],
+        10,
+    );
+    assert_one_line_error(&run, "cannot read initrd /nonexistent.cpio");
+}
+
+#[test]
+fn test_more_than_one_cpu_is_refused_clearly() {
+    let kernel = guest_image("netprobe.elf");
+    let run = run_vmm(&["--kernel", kernel.to_str().unwrap(), "--cpus", "2"], 10);
+    assert_one_line_error(&run, "only 1 vCPU is supported");
+}
+
+#[test]
+fn test_overlong_cmdline_is_refused() {
+    let kernel = guest_image("netprobe.elf");
+    let long = "a".repeat(3000);
+    let run = run_vmm(
+        &["--kernel", kernel.to_str().unwrap(), "--cmdline", &long],
+        10,
+    );
+    assert_one_line_error(&run, "invalid kernel command line");
+}
+
+#[test]
+fn test_help_explains_options_with_examples() {
+    let run = run_command(Command::new(vmm_bin()).arg("--help"));
+    assert_eq!(run.code, Some(0));
+    for option in [
+        "--kernel",
+        "--initrd",
+        "--cmdline",
+        "--mem",
+        "--cpus",
+        "--tap",
+        "--timeout",
+    ] {
+        assert!(
+            run.stdout.contains(option),
+            "--help lacks {option}\n{}",
+            run.stdout
+        );
+    }
+    assert!(run.stdout.contains("Example: --kernel"), "{}", run.stdout);
+}
+
+#[test]
+fn test_missing_dev_kvm_says_how_to_get_it() {
+    if !require_root("missing_dev_kvm") {
+        return;
+    }
+    // A private mount namespace with an empty /dev: /dev/kvm does not exist there.
+    let kernel = guest_image("netprobe.elf");
+    let script = format!(
+        "mount -t tmpfs none /dev && exec {} --kernel {}",
+        vmm_bin().display(),
+        kernel.display()
+    );
+    let run = run_command(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    assert_one_line_error(&run, "/dev/kvm does not exist");
+}
+
+#[test]
+fn test_dev_kvm_permission_denied_says_what_to_do() {
+    if !require_root("kvm_permission") {
+        return;
+    }
+    let meta = std::fs::metadata("/dev/kvm");
+    let world_rw =
+        meta.map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o006 == 0o006);
+    if world_rw.unwrap_or(true) {
+        vmm_integration_tests::skip(
+            "kvm_permission",
+            "/dev/kvm is missing or open to everyone here",
+        );
+        return;
+    }
+    // Drop to nobody, who is not in the group owning /dev/kvm.
+    let kernel = guest_image("netprobe.elf");
+    let run = run_command(Command::new("setpriv").args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        vmm_bin().to_str().unwrap(),
+        "--kernel",
+        kernel.to_str().unwrap(),
+    ]));
+    assert_one_line_error(
+        &run,
+        "permission denied opening /dev/kvm: run as root or join",
+    );
+}
