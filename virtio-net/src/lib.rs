@@ -1,99 +1,35 @@
 //! The virtio-net device model: features, config space, RX/TX over virtio-queue, counters.
 //!
-//! It has no KVM dependency, so it is unit-tested with virtio-queue's mock driver and a fake
-//! backend. The queues and the data path come with the datapath issue; what is here already is
-//! the device's identity on the wire, its MAC address.
+//! It has no KVM dependency: a transport (the VMM's virtio-mmio) drives it through
+//! [`VirtioDevice`], an event loop through [`event_manager::MutEventSubscriber`], and frames go
+//! to a [`Backend`] (a [`vmm_tap::Tap`], or a fake in the unit tests).
+//!
+//! Where to read what:
+//! - [`tx`]: guest → tap, one `writev` per frame;
+//! - [`rx`]: tap → guest, one `readv` per frame, and RX flow control;
+//! - [`device`]: features, config space, activation and reset;
+//! - [`event_handler`]: which events wake the device thread;
+//! - [`counters`]: frames and Ethernet bytes per direction, drops by reason.
 
-use std::fmt;
-use std::str::FromStr;
-
-/// An Ethernet MAC address, as in the device's config space (virtio 1.2 §5.1.4 `mac`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-/// A MAC address string that does not parse.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a MAC address: expected six hex bytes like 52:54:00:12:34:56")]
-pub struct MacParseError(String);
-
-impl MacAddr {
-    /// Whether the locally-administered bit is set (addresses we make up must have it).
-    pub fn is_local(&self) -> bool {
-        self.0[0] & 0x02 != 0
-    }
-
-    /// Whether this is a multicast (or broadcast) address, which a NIC cannot own.
-    pub fn is_multicast(&self) -> bool {
-        self.0[0] & 0x01 != 0
-    }
-}
-
-impl FromStr for MacAddr {
-    type Err = MacParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || MacParseError(s.to_owned());
-        let mut bytes = [0u8; 6];
-        let mut parts = s.split(':');
-        for byte in &mut bytes {
-            let part = parts.next().ok_or_else(err)?;
-            if part.len() != 2 {
-                return Err(err());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| err())?;
-        }
-        if parts.next().is_some() {
-            return Err(err());
-        }
-        Ok(MacAddr(bytes))
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
+pub mod backend;
+pub mod counters;
+pub mod device;
+pub mod event_handler;
+mod mac;
+pub mod rx;
+pub mod tx;
+pub mod virtio_device;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod test_utils;
 
-    #[test]
-    fn test_mac_round_trip() {
-        let mac: MacAddr = "52:54:00:AB:cd:0f".parse().unwrap();
-        assert_eq!(mac.0, [0x52, 0x54, 0x00, 0xab, 0xcd, 0x0f]);
-        assert_eq!(mac.to_string(), "52:54:00:ab:cd:0f");
-        assert!(mac.is_local());
-        assert!(!mac.is_multicast());
-    }
+pub use backend::Backend;
+pub use counters::{CountersSnapshot, NetCounters};
+pub use device::Net;
+pub use mac::{MacAddr, MacParseError};
+pub use virtio_device::{ActivateError, Interrupt, VirtioDevice};
 
-    #[test]
-    fn test_mac_parse_errors() {
-        for bad in [
-            "",
-            "52:54:00:ab:cd",
-            "52:54:00:ab:cd:0f:11",
-            "52-54-00-ab-cd-0f",
-            "5:54:00:ab:cd:0f",
-            "zz:54:00:ab:cd:0f",
-        ] {
-            assert!(bad.parse::<MacAddr>().is_err(), "{bad:?}");
-        }
-        let msg = "x".parse::<MacAddr>().unwrap_err().to_string();
-        assert!(msg.contains("52:54:00:12:34:56"), "{msg}");
-    }
-
-    #[test]
-    fn test_broadcast_is_multicast() {
-        assert!("ff:ff:ff:ff:ff:ff"
-            .parse::<MacAddr>()
-            .unwrap()
-            .is_multicast());
-    }
-}
+/// Length of `struct virtio_net_hdr_v1` in front of every frame (virtio 1.2 §5.1.6), the same
+/// size the tap is set to with TUNSETVNETHDRSZ.
+pub const VNET_HDR_LEN: usize = vmm_tap::VNET_HDR_LEN;
+const _: () = assert!(VNET_HDR_LEN == std::mem::size_of::<virtio_bindings::virtio_net::virtio_net_hdr_v1>());

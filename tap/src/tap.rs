@@ -1,0 +1,173 @@
+//! Opening a tap device the way a VMM needs it.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::ifname::{validate_ifname, IfNameError};
+use crate::ifreq::{self, ifreq_for};
+
+/// Length of `struct virtio_net_hdr_v1`, the header in front of every frame on the tap fd
+/// (virtio 1.2 §5.1.6; 12 bytes with VIRTIO_F_VERSION_1).
+pub const VNET_HDR_LEN: usize = 12;
+
+/// The clone device every tap is created or attached through.
+const TUN_PATH: &str = "/dev/net/tun";
+
+/// Errors while opening or configuring a tap.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    /// The name is not a valid interface name.
+    #[error("invalid tap name")]
+    Name(#[from] IfNameError),
+    /// There is no /dev/net/tun.
+    #[error("{TUN_PATH} does not exist: load the tun module (modprobe tun)")]
+    NoTunDevice,
+    /// Opening /dev/net/tun or creating the tap was not allowed.
+    #[error("permission denied creating or attaching tap {0}: run as root or give vmm CAP_NET_ADMIN")]
+    Permission(String),
+    /// Another process holds the (single-queue) tap open.
+    #[error("tap {0} is busy: another process (another VMM?) has it open")]
+    Busy(String),
+    /// An interface of that name exists but is not a tap.
+    #[error("{0} exists and is not a tap device (pick another name or delete it)")]
+    NotATap(String),
+    /// Any other ioctl failure.
+    #[error("cannot {what} on tap {name}")]
+    Ioctl {
+        /// The step that failed.
+        what: &'static str,
+        /// The tap's name.
+        name: String,
+        /// The ioctl's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// An open tap device: a file descriptor that carries `[virtio_net_hdr_v1 | Ethernet frame]`
+/// per read or write, non-blocking.
+#[derive(Debug)]
+pub struct Tap {
+    file: File,
+    name: String,
+}
+
+impl Tap {
+    /// Opens tap `name`, creating it if it does not exist (it then disappears when closed), and
+    /// prepares it for a virtio-net device:
+    ///
+    /// 1. `open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC)`: a fresh, unattached tun fd.
+    /// 2. `TUNSETIFF` with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`: Ethernet frames, no extra
+    ///    packet-info header, but a virtio-net header in front of each frame.
+    /// 3. `TUNSETVNETHDRSZ(12)`: the VERSION_1 header size (a persistent tap may carry another).
+    /// 4. `TUNSETOFFLOAD(0)`: no checksum/segmentation offloads until the guest acks them.
+    /// 5. `SIOCSIFFLAGS` with `IFF_UP`: the link is up.
+    pub fn open(name: &str) -> Result<Tap, TapError> {
+        validate_ifname(name)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(TUN_PATH)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => TapError::NoTunDevice,
+                io::ErrorKind::PermissionDenied => TapError::Permission(name.to_owned()),
+                _ => TapError::Ioctl {
+                    what: "open /dev/net/tun",
+                    name: name.to_owned(),
+                    source: e,
+                },
+            })?;
+        let tap = Tap {
+            file,
+            name: name.to_owned(),
+        };
+
+        let mut req = ifreq_for(name);
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        // SAFETY: TUNSETIFF reads a `struct ifreq` (name and flags) and writes back the name;
+        // `req` is a valid ifreq borrowed for the call, and the fd is our tun fd.
+        let ret = unsafe { libc::ioctl(tap.file.as_raw_fd(), libc::TUNSETIFF as _, &mut req) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => TapError::Permission(name.to_owned()),
+                Some(libc::EBUSY) => TapError::Busy(name.to_owned()),
+                Some(libc::EINVAL) => TapError::NotATap(name.to_owned()),
+                _ => tap.err("attach (TUNSETIFF)")(err),
+            });
+        }
+
+        tap.set_vnet_hdr_size(VNET_HDR_LEN as i32)?;
+        tap.set_offload(0)?;
+        ifreq::set_link_up(name).map_err(tap.err("set the link up"))?;
+        Ok(tap)
+    }
+
+    fn err(&self, what: &'static str) -> impl FnOnce(io::Error) -> TapError + '_ {
+        move |source| TapError::Ioctl {
+            what,
+            name: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Sets the size of the virtio-net header the tap expects in front of each frame.
+    pub fn set_vnet_hdr_size(&self, size: i32) -> Result<(), TapError> {
+        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which points at `size`.
+        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::TUNSETVNETHDRSZ as _, &size) };
+        if ret < 0 {
+            return Err(self.err("set the vnet header size (TUNSETVNETHDRSZ)")(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Sets the offloads (TUN_F_CSUM, TUN_F_TSO4, ...) the tap may hand us; 0 = none.
+    pub fn set_offload(&self, flags: u32) -> Result<(), TapError> {
+        // SAFETY: TUNSETOFFLOAD takes its argument by value, not through a pointer.
+        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::TUNSETOFFLOAD as _, flags as libc::c_ulong) };
+        if ret < 0 {
+            return Err(self.err("set offloads (TUNSETOFFLOAD)")(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The host-side MAC address of the tap interface (not the guest's).
+    pub fn mac(&self) -> Result<[u8; 6], TapError> {
+        ifreq::mac(&self.name).map_err(self.err("read the MAC address"))
+    }
+
+    /// The tap's MTU.
+    pub fn mtu(&self) -> Result<u32, TapError> {
+        ifreq::mtu(&self.name).map_err(self.err("read the MTU"))
+    }
+
+    /// The tap's interface index.
+    pub fn ifindex(&self) -> Result<u32, TapError> {
+        ifreq::ifindex(&self.name).map_err(self.err("read the interface index"))
+    }
+}
+
+impl AsRawFd for Tap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_open_rejects_long_name_before_touching_the_system() {
+        let err = Tap::open("a-very-long-tap-name").unwrap_err();
+        assert!(matches!(err, TapError::Name(IfNameError::TooLong { .. })));
+    }
+}

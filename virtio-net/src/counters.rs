@@ -1,0 +1,86 @@
+//! What the device counts. Bytes are Ethernet bytes, without the 12-byte virtio-net header, so
+//! they compare 1:1 with the tap's `/sys/class/net/<tap>/statistics`: guest TX = tap rx_bytes,
+//! guest RX = tap tx_bytes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters, shared between the device thread and whoever reports them.
+#[derive(Debug, Default)]
+pub struct NetCounters {
+    /// Frames the guest sent that reached the tap.
+    pub tx_frames: AtomicU64,
+    /// Their Ethernet bytes.
+    pub tx_bytes: AtomicU64,
+    /// Frames delivered into the guest's RX buffers.
+    pub rx_frames: AtomicU64,
+    /// Their Ethernet bytes.
+    pub rx_bytes: AtomicU64,
+    /// TX chains dropped as malformed (write-only descriptor, outside guest memory, too short).
+    pub tx_malformed: AtomicU64,
+    /// TX frames the tap refused (EIO, EINVAL: link down, bad frame).
+    pub tx_backend_errors: AtomicU64,
+    /// RX chains returned unused as malformed (read-only descriptor, outside guest memory).
+    pub rx_malformed: AtomicU64,
+    /// RX chains too small for a full frame (returned unused).
+    pub rx_too_small: AtomicU64,
+    /// Frames lost reading the tap (other than "no frame waiting").
+    pub rx_backend_errors: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    /// See [`NetCounters::tx_frames`].
+    pub tx_frames: u64,
+    /// See [`NetCounters::tx_bytes`].
+    pub tx_bytes: u64,
+    /// See [`NetCounters::rx_frames`].
+    pub rx_frames: u64,
+    /// See [`NetCounters::rx_bytes`].
+    pub rx_bytes: u64,
+    /// See [`NetCounters::tx_malformed`].
+    pub tx_malformed: u64,
+    /// See [`NetCounters::tx_backend_errors`].
+    pub tx_backend_errors: u64,
+    /// See [`NetCounters::rx_malformed`].
+    pub rx_malformed: u64,
+    /// See [`NetCounters::rx_too_small`].
+    pub rx_too_small: u64,
+    /// See [`NetCounters::rx_backend_errors`].
+    pub rx_backend_errors: u64,
+}
+
+impl CountersSnapshot {
+    /// Every frame or chain dropped, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.tx_malformed + self.tx_backend_errors + self.rx_malformed + self.rx_too_small + self.rx_backend_errors
+    }
+}
+
+impl NetCounters {
+    /// Adds one to `counter`.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads all counters.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersSnapshot {
+            tx_frames: get(&self.tx_frames),
+            tx_bytes: get(&self.tx_bytes),
+            rx_frames: get(&self.rx_frames),
+            rx_bytes: get(&self.rx_bytes),
+            tx_malformed: get(&self.tx_malformed),
+            tx_backend_errors: get(&self.tx_backend_errors),
+            rx_malformed: get(&self.rx_malformed),
+            rx_too_small: get(&self.rx_too_small),
+            rx_backend_errors: get(&self.rx_backend_errors),
+        }
+    }
+}
