@@ -25,7 +25,9 @@ pub enum TapError {
     #[error("{TUN_PATH} does not exist: load the tun module (modprobe tun)")]
     NoTunDevice,
     /// Opening /dev/net/tun or creating the tap was not allowed.
-    #[error("permission denied creating or attaching tap {0}: run as root or give vmm CAP_NET_ADMIN")]
+    #[error(
+        "permission denied creating or attaching tap {0}: run as root or give vmm CAP_NET_ADMIN"
+    )]
     Permission(String),
     /// Another process holds the (single-queue) tap open.
     #[error("tap {0} is busy: another process (another VMM?) has it open")]
@@ -86,7 +88,8 @@ impl Tap {
         };
 
         let mut req = ifreq_for(name);
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        req.ifr_ifru.ifru_flags =
+            (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
         // SAFETY: TUNSETIFF reads a `struct ifreq` (name and flags) and writes back the name;
         // `req` is a valid ifreq borrowed for the call, and the fd is our tun fd.
         let ret = unsafe { libc::ioctl(tap.file.as_raw_fd(), libc::TUNSETIFF as _, &mut req) };
@@ -119,7 +122,9 @@ impl Tap {
         // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which points at `size`.
         let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::TUNSETVNETHDRSZ as _, &size) };
         if ret < 0 {
-            return Err(self.err("set the vnet header size (TUNSETVNETHDRSZ)")(io::Error::last_os_error()));
+            return Err(self.err("set the vnet header size (TUNSETVNETHDRSZ)")(
+                io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
@@ -127,9 +132,17 @@ impl Tap {
     /// Sets the offloads (TUN_F_CSUM, TUN_F_TSO4, ...) the tap may hand us; 0 = none.
     pub fn set_offload(&self, flags: u32) -> Result<(), TapError> {
         // SAFETY: TUNSETOFFLOAD takes its argument by value, not through a pointer.
-        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::TUNSETOFFLOAD as _, flags as libc::c_ulong) };
+        let ret = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                libc::TUNSETOFFLOAD as _,
+                flags as libc::c_ulong,
+            )
+        };
         if ret < 0 {
-            return Err(self.err("set offloads (TUNSETOFFLOAD)")(io::Error::last_os_error()));
+            return Err(self.err("set offloads (TUNSETOFFLOAD)")(
+                io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }

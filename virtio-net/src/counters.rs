@@ -53,7 +53,11 @@ pub struct CountersSnapshot {
 impl CountersSnapshot {
     /// Every frame or chain dropped, whatever the reason.
     pub fn dropped(&self) -> u64 {
-        self.tx_malformed + self.tx_backend_errors + self.rx_malformed + self.rx_too_small + self.rx_backend_errors
+        self.tx_malformed
+            + self.tx_backend_errors
+            + self.rx_malformed
+            + self.rx_too_small
+            + self.rx_backend_errors
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{
-    virtio_net_config, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
+    virtio_net_config, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_S_LINK_UP,
 };
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -81,11 +82,6 @@ impl<B: Backend> Net<B> {
         })
     }
 
-    /// The eventfds the VMM registers as ioeventfds on QueueNotify, one per queue.
-    pub fn queue_events(&self) -> &[EventFd; 2] {
-        &self.queue_evts
-    }
-
     /// The counters, to report them while the device runs on its thread.
     pub fn counters(&self) -> Arc<NetCounters> {
         self.counters.clone()
@@ -114,10 +110,18 @@ impl<B: Backend> Net<B> {
     /// The config space (virtio 1.2 §5.1.4): MAC, link up, one queue pair, MTU; little endian.
     fn config_space(&self) -> [u8; size_of::<virtio_net_config>()] {
         let mut config = [0u8; size_of::<virtio_net_config>()];
-        let mut put = |offset: usize, bytes: &[u8]| config[offset..offset + bytes.len()].copy_from_slice(bytes);
+        let mut put = |offset: usize, bytes: &[u8]| {
+            config[offset..offset + bytes.len()].copy_from_slice(bytes)
+        };
         put(offset_of!(virtio_net_config, mac), &self.mac.0);
-        put(offset_of!(virtio_net_config, status), &(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
-        put(offset_of!(virtio_net_config, max_virtqueue_pairs), &1u16.to_le_bytes());
+        put(
+            offset_of!(virtio_net_config, status),
+            &(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes(),
+        );
+        put(
+            offset_of!(virtio_net_config, max_virtqueue_pairs),
+            &1u16.to_le_bytes(),
+        );
         put(offset_of!(virtio_net_config, mtu), &self.mtu.to_le_bytes());
         config
     }
@@ -167,10 +171,17 @@ impl<B: Backend> VirtioDevice for Net<B> {
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         // The MAC is only writable with VIRTIO_NET_F_CTRL_MAC_ADDR, which we do not offer.
-        log::debug!("virtio-net: ignoring config write of {} bytes at {offset:#x}", data.len());
+        log::debug!(
+            "virtio-net: ignoring config write of {} bytes at {offset:#x}",
+            data.len()
+        );
     }
 
-    fn activate(&mut self, mem: GuestMemoryMmap, mut queues: Vec<Queue>) -> Result<(), ActivateError> {
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        mut queues: Vec<Queue>,
+    ) -> Result<(), ActivateError> {
         if !self.features_ok() {
             return Err(ActivateError::NoVersion1);
         }
@@ -184,6 +195,16 @@ impl<B: Backend> VirtioDevice for Net<B> {
         }
         let tx = queues.pop().unwrap_or_else(|| unreachable!());
         let rx = queues.pop().unwrap_or_else(|| unreachable!());
+        for (name, q) in [("rx", &rx), ("tx", &tx)] {
+            log::debug!(
+                "virtio-net {}: {name} queue size {} desc {:#x} avail {:#x} used {:#x}",
+                self.mac,
+                q.size(),
+                q.desc_table(),
+                q.avail_ring(),
+                q.used_ring()
+            );
+        }
         self.active = Some(Active { mem, rx, tx });
         self.rx_waiting_for_buffers = false;
         self.tx_waiting_for_tap = false;
@@ -210,6 +231,10 @@ impl<B: Backend> VirtioDevice for Net<B> {
 
     fn interrupt(&self) -> &Interrupt {
         &self.interrupt
+    }
+
+    fn queue_events(&self) -> &[EventFd] {
+        &self.queue_evts
     }
 }
 
@@ -240,7 +265,11 @@ mod tests {
         assert!(!net.features_ok());
         net.ack_features(u64::MAX);
         assert!(net.features_ok());
-        assert_eq!(net.acked_features & (1 << VIRTIO_NET_F_CSUM), 0, "no offloads offered");
+        assert_eq!(
+            net.acked_features & (1 << VIRTIO_NET_F_CSUM),
+            0,
+            "no offloads offered"
+        );
     }
 
     #[test]
@@ -249,7 +278,10 @@ mod tests {
         let mut net = Net::new(FakeBackend::new(), MAC, 1500).unwrap();
         let q = || virtio_queue::mock::MockSplitQueue::create(&mem, vm_memory::GuestAddress(0), 16);
         let queues = vec![q().create_queue().unwrap(), q().create_queue().unwrap()];
-        assert!(matches!(net.activate(mem.clone(), queues), Err(ActivateError::NoVersion1)));
+        assert!(matches!(
+            net.activate(mem.clone(), queues),
+            Err(ActivateError::NoVersion1)
+        ));
     }
 
     #[test]
@@ -261,7 +293,10 @@ mod tests {
         let mut bad: Queue = good.create_queue().unwrap();
         bad.set_desc_table_address(Some(0xffff_f000), Some(0x10));
         let queues = vec![good.create_queue().unwrap(), bad];
-        assert!(matches!(net.activate(mem.clone(), queues), Err(ActivateError::InvalidQueue(1))));
+        assert!(matches!(
+            net.activate(mem.clone(), queues),
+            Err(ActivateError::InvalidQueue(1))
+        ));
         assert!(!net.is_active());
     }
 }

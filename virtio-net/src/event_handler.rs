@@ -55,7 +55,9 @@ impl<B: Backend> Net<B> {
         let queue_tx = Events::with_data(&self.queue_evts[TX_QUEUE], TX_QUEUE_EVENT, EventSet::IN);
         let tap = Events::with_data(&self.backend, TAP_EVENT, self.tap_interest());
         let result = if want {
-            ops.add(queue_rx).and_then(|_| ops.add(queue_tx)).and_then(|_| ops.add(tap))
+            ops.add(queue_rx)
+                .and_then(|_| ops.add(queue_tx))
+                .and_then(|_| ops.add(tap))
         } else {
             // Removal ignores the event set; only the fd matters.
             let _ = ops.remove(queue_rx);
@@ -87,7 +89,11 @@ impl<B: Backend> Net<B> {
 
 impl<B: Backend> MutEventSubscriber for Net<B> {
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::with_data(&self.state_evt, STATE_EVENT, EventSet::IN)) {
+        if let Err(e) = ops.add(Events::with_data(
+            &self.state_evt,
+            STATE_EVENT,
+            EventSet::IN,
+        )) {
             log::warn!("virtio-net: cannot watch the device state: {e:?}");
         }
     }
@@ -132,8 +138,8 @@ mod tests {
 
     use event_manager::{EventManager, SubscriberOps};
 
-    use crate::test_utils::*;
     use crate::device::Net;
+    use crate::test_utils::*;
 
     type Shared = Arc<Mutex<Net<FakeBackend>>>;
 
@@ -166,12 +172,19 @@ mod tests {
             n.backend.fd.write(1).unwrap();
         }
         run_until_idle(&mut manager);
-        assert_eq!(manager.run_with_timeout(50).unwrap(), 0, "readable tap must not wake the loop");
+        assert_eq!(
+            manager.run_with_timeout(50).unwrap(),
+            0,
+            "readable tap must not wake the loop"
+        );
         assert_eq!(net.lock().unwrap().backend.reads, 0);
 
         // The driver adds a buffer and notifies the RX queue: the frame is delivered.
-        rx.add_desc_chains(&chain(&[desc(BUFFERS, 1536, true)], 0), 0).unwrap();
-        net.lock().unwrap().queue_evts[crate::device::RX_QUEUE].write(1).unwrap();
+        rx.add_desc_chains(&chain(&[desc(BUFFERS, 1536, true)], 0), 0)
+            .unwrap();
+        net.lock().unwrap().queue_evts[crate::device::RX_QUEUE]
+            .write(1)
+            .unwrap();
         run_until_idle(&mut manager);
         let n = net.lock().unwrap();
         assert_eq!(n.counters.snapshot().rx_frames, 1);
@@ -183,7 +196,8 @@ mod tests {
         let mem = memory();
         let h = Harness::new(&mem);
         h.put(BUFFERS, &with_header(&[2; 60]));
-        h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 72, false)], 0), 0).unwrap();
+        h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 72, false)], 0), 0)
+            .unwrap();
         let Harness { net, .. } = h;
         let net: Shared = Arc::new(Mutex::new(net));
         let mut manager = EventManager::<Shared>::new().unwrap();
@@ -195,7 +209,9 @@ mod tests {
         run_until_idle(&mut manager);
         assert!(!net.lock().unwrap().subscribed);
         // Queue notifications after reset wake nothing.
-        net.lock().unwrap().queue_evts[crate::device::TX_QUEUE].write(1).unwrap();
+        net.lock().unwrap().queue_evts[crate::device::TX_QUEUE]
+            .write(1)
+            .unwrap();
         assert_eq!(manager.run_with_timeout(50).unwrap(), 0);
     }
 }

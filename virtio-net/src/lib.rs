@@ -32,4 +32,5 @@ pub use virtio_device::{ActivateError, Interrupt, VirtioDevice};
 /// Length of `struct virtio_net_hdr_v1` in front of every frame (virtio 1.2 §5.1.6), the same
 /// size the tap is set to with TUNSETVNETHDRSZ.
 pub const VNET_HDR_LEN: usize = vmm_tap::VNET_HDR_LEN;
-const _: () = assert!(VNET_HDR_LEN == std::mem::size_of::<virtio_bindings::virtio_net::virtio_net_hdr_v1>());
+const _: () =
+    assert!(VNET_HDR_LEN == std::mem::size_of::<virtio_bindings::virtio_net::virtio_net_hdr_v1>());

@@ -88,7 +88,9 @@ impl<B: Backend> Net<B> {
                 log::debug!("virtio-net RX: returning malformed chain {head} unused");
                 NetCounters::inc(&counters.rx_malformed);
             } else if capacity < min_chain {
-                log::debug!("virtio-net RX: chain {head} holds {capacity} bytes, a frame needs {min_chain}");
+                log::debug!(
+                    "virtio-net RX: chain {head} holds {capacity} bytes, a frame needs {min_chain}"
+                );
                 NetCounters::inc(&counters.rx_too_small);
             } else {
                 match self.backend.read_frame(&slices) {
@@ -154,7 +156,8 @@ mod tests {
         let mut h = Harness::new(&mem);
         // The guest's buffer holds garbage where num_buffers goes; the tap does not write it.
         h.put(BUFFERS, &[0xee; 16]);
-        h.rx.add_desc_chains(&chain(&[desc(BUFFERS, BUF, true)], 0), 0).unwrap();
+        h.rx.add_desc_chains(&chain(&[desc(BUFFERS, BUF, true)], 0), 0)
+            .unwrap();
         let frame = with_header(&(0..98u8).collect::<Vec<_>>());
         h.net.backend.to_guest.push_back(frame.clone());
 
@@ -176,13 +179,21 @@ mod tests {
         h.net.backend.to_guest.push_back(with_header(&[5; 60]));
 
         assert_eq!(h.net.process_rx(), RxOutcome::NoBuffers);
-        assert_eq!(h.net.backend.reads, 0, "no buffer, no read: the frame stays in the tap");
+        assert_eq!(
+            h.net.backend.reads, 0,
+            "no buffer, no read: the frame stays in the tap"
+        );
         assert_eq!(h.net.backend.to_guest.len(), 1);
 
-        h.rx.add_desc_chains(&chain(&[desc(BUFFERS, BUF, true)], 0), 0).unwrap();
+        h.rx.add_desc_chains(&chain(&[desc(BUFFERS, BUF, true)], 0), 0)
+            .unwrap();
         h.net.process_rx();
         assert_eq!(h.net.backend.to_guest.len(), 0);
-        assert_eq!(h.net.counters.snapshot().rx_frames, 1, "delivered exactly once");
+        assert_eq!(
+            h.net.counters.snapshot().rx_frames,
+            1,
+            "delivered exactly once"
+        );
         assert_eq!(Harness::used_idx(&h.rx), 1);
     }
 
@@ -190,7 +201,8 @@ mod tests {
     fn test_rx_tap_empty_keeps_the_buffer_for_the_next_frame() {
         let mem = memory();
         let mut h = Harness::new(&mem);
-        h.rx.add_desc_chains(&chain(&[desc(BUFFERS, BUF, true)], 0), 0).unwrap();
+        h.rx.add_desc_chains(&chain(&[desc(BUFFERS, BUF, true)], 0), 0)
+            .unwrap();
 
         assert_eq!(h.net.process_rx(), RxOutcome::TapEmpty);
         assert_eq!(Harness::used_idx(&h.rx), 0);
@@ -204,22 +216,29 @@ mod tests {
     fn test_rx_chain_too_small_is_returned_unused_and_frame_kept() {
         let mem = memory();
         let mut h = Harness::new(&mem);
-        h.rx.add_desc_chains(&chain(&[desc(BUFFERS, 100, true)], 0), 0).unwrap();
+        h.rx.add_desc_chains(&chain(&[desc(BUFFERS, 100, true)], 0), 0)
+            .unwrap();
         h.net.backend.to_guest.push_back(with_header(&[3; 60]));
 
         assert_eq!(h.net.process_rx(), RxOutcome::NoBuffers);
 
         assert_eq!(Harness::used(&h.rx, 0), (0, 0));
         assert_eq!(h.net.counters.snapshot().rx_too_small, 1);
-        assert_eq!(h.net.backend.to_guest.len(), 1, "the frame waits for a proper buffer");
+        assert_eq!(
+            h.net.backend.to_guest.len(),
+            1,
+            "the frame waits for a proper buffer"
+        );
     }
 
     #[test]
     fn test_rx_read_only_or_outside_memory_chain_is_malformed() {
         let mem = memory();
         let mut h = Harness::new(&mem);
-        h.rx.add_desc_chains(&[desc(BUFFERS, BUF, false)], 0).unwrap();
-        h.rx.add_desc_chains(&[desc(MEM_SIZE as u64 - 100, BUF, true)], 1).unwrap();
+        h.rx.add_desc_chains(&[desc(BUFFERS, BUF, false)], 0)
+            .unwrap();
+        h.rx.add_desc_chains(&[desc(MEM_SIZE as u64 - 100, BUF, true)], 1)
+            .unwrap();
         h.net.backend.to_guest.push_back(with_header(&[3; 60]));
 
         h.net.process_rx();
@@ -235,13 +254,24 @@ mod tests {
         let mem = memory();
         let mut h = Harness::new(&mem);
         // 11 bytes, then the rest: num_buffers straddles the two descriptors.
-        h.rx.add_desc_chains(&chain(&[desc(BUFFERS, 11, true), desc(BUFFERS + 0x1000, BUF, true)], 0), 0).unwrap();
+        h.rx.add_desc_chains(
+            &chain(
+                &[desc(BUFFERS, 11, true), desc(BUFFERS + 0x1000, BUF, true)],
+                0,
+            ),
+            0,
+        )
+        .unwrap();
         h.net.backend.to_guest.push_back(with_header(&[4; 60]));
 
         h.net.process_rx();
 
         assert_eq!(h.get(BUFFERS + 10, 1), vec![1]);
         assert_eq!(h.get(BUFFERS + 0x1000, 1), vec![0]);
-        assert_eq!(h.get(BUFFERS + 0x1001, 1), vec![4], "frame starts after the header");
+        assert_eq!(
+            h.get(BUFFERS + 0x1001, 1),
+            vec![4],
+            "frame starts after the header"
+        );
     }
 }

@@ -92,7 +92,11 @@ pub fn memory() -> GuestMemoryMmap {
 
 /// A descriptor for the mock (NEXT flags are filled in by `chain`).
 pub fn desc(addr: u64, len: u32, writable: bool) -> RawDescriptor {
-    let flags = if writable { VRING_DESC_F_WRITE as u16 } else { 0 };
+    let flags = if writable {
+        VRING_DESC_F_WRITE as u16
+    } else {
+        0
+    };
     RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
 }
 
@@ -104,7 +108,11 @@ pub fn chain(descs: &[RawDescriptor], first: u16) -> Vec<RawDescriptor> {
         .map(|(i, d)| {
             let d = SplitDescriptor::from(*d);
             let last = i + 1 == descs.len();
-            let flags = if last { d.flags() } else { d.flags() | VRING_DESC_F_NEXT as u16 };
+            let flags = if last {
+                d.flags()
+            } else {
+                d.flags() | VRING_DESC_F_NEXT as u16
+            };
             let next = if last { 0 } else { first + i as u16 + 1 };
             RawDescriptor::from(SplitDescriptor::new(d.addr().0, d.len(), flags, next))
         })
@@ -164,5 +172,11 @@ pub fn with_header(payload: &[u8]) -> Vec<u8> {
 
 /// The queue state of `net`'s `which` queue (for asserting a reset cleared it).
 pub fn active_queue_next_avail(net: &Net<FakeBackend>, tx: bool) -> Option<u16> {
-    net.active.as_ref().map(|a| if tx { a.tx.next_avail() } else { a.rx.next_avail() })
+    net.active.as_ref().map(|a| {
+        if tx {
+            a.tx.next_avail()
+        } else {
+            a.rx.next_avail()
+        }
+    })
 }

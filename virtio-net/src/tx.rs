@@ -70,7 +70,7 @@ impl<B: Backend> Net<B> {
                     None => malformed = true,
                 }
             }
-            if malformed || total < VNET_HDR_LEN || total > MAX_TX_CHAIN_BYTES {
+            if malformed || !(VNET_HDR_LEN..=MAX_TX_CHAIN_BYTES).contains(&total) {
                 log::debug!("virtio-net TX: dropping malformed chain {head} ({total} bytes)");
                 NetCounters::inc(&counters.tx_malformed);
             } else {
@@ -119,16 +119,35 @@ mod tests {
         // Header and the first 8 frame bytes in one buffer, the rest in another.
         h.put(BUFFERS, &bytes[..20]);
         h.put(BUFFERS + 0x1000, &bytes[20..]);
-        h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 20, false), desc(BUFFERS + 0x1000, 52, false)], 0), 0).unwrap();
+        h.tx.add_desc_chains(
+            &chain(
+                &[desc(BUFFERS, 20, false), desc(BUFFERS + 0x1000, 52, false)],
+                0,
+            ),
+            0,
+        )
+        .unwrap();
 
         assert_eq!(h.net.process_tx(), TxOutcome::Done);
 
         assert_eq!(h.net.backend.sent, vec![bytes]);
         assert_eq!(Harness::used_idx(&h.tx), 1);
-        assert_eq!(Harness::used(&h.tx, 0), (0, 0), "TX chains are returned with length 0");
+        assert_eq!(
+            Harness::used(&h.tx, 0),
+            (0, 0),
+            "TX chains are returned with length 0"
+        );
         let c = h.net.counters.snapshot();
-        assert_eq!((c.tx_frames, c.tx_bytes), (1, 60), "bytes are Ethernet bytes, header excluded");
-        assert_ne!(h.net.interrupt.status() & 1, 0, "used-buffer interrupt raised");
+        assert_eq!(
+            (c.tx_frames, c.tx_bytes),
+            (1, 60),
+            "bytes are Ethernet bytes, header excluded"
+        );
+        assert_ne!(
+            h.net.interrupt.status() & 1,
+            0,
+            "used-buffer interrupt raised"
+        );
     }
 
     #[test]
@@ -137,18 +156,23 @@ mod tests {
         let mut h = Harness::new(&mem);
         h.net.backend.write_errno = Some(libc::EIO);
         h.put(BUFFERS, &with_header(&[0xab; 60]));
-        h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 72, false)], 0), 0).unwrap();
+        h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 72, false)], 0), 0)
+            .unwrap();
 
         assert_eq!(h.net.process_tx(), TxOutcome::Done);
 
         assert_eq!(Harness::used(&h.tx, 0), (0, 0));
         let c = h.net.counters.snapshot();
         assert_eq!((c.tx_frames, c.tx_backend_errors), (0, 1));
-        assert!(h.net.is_active() && !h.net.needs_reset(), "an EIO never kills the device");
+        assert!(
+            h.net.is_active() && !h.net.needs_reset(),
+            "an EIO never kills the device"
+        );
 
         // The next frame goes through once the tap accepts writes again.
         h.net.backend.write_errno = None;
-        h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 72, false)], 1), 1).unwrap();
+        h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 72, false)], 1), 1)
+            .unwrap();
         h.net.process_tx();
         assert_eq!(h.net.counters.snapshot().tx_frames, 1);
     }
@@ -159,7 +183,8 @@ mod tests {
         let mut h = Harness::new(&mem);
         h.net.backend.write_errno = Some(libc::EAGAIN);
         h.put(BUFFERS, &with_header(&[7; 40]));
-        h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 52, false)], 0), 0).unwrap();
+        h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 52, false)], 0), 0)
+            .unwrap();
 
         assert_eq!(h.net.process_tx(), TxOutcome::TapFull);
         assert_eq!(Harness::used_idx(&h.tx), 0, "not completed, not lost");
@@ -175,10 +200,10 @@ mod tests {
         let mem = memory();
         let mut h = Harness::new(&mem);
         let cases = [
-            desc(BUFFERS, 60, true),                // device-writable descriptor on TX
-            desc(MEM_SIZE as u64 - 10, 60, false),  // runs past the end of guest RAM
-            desc(0xdead_0000_0000, 60, false),      // nowhere near guest RAM
-            desc(BUFFERS, 5, false),                // shorter than the header
+            desc(BUFFERS, 60, true),               // device-writable descriptor on TX
+            desc(MEM_SIZE as u64 - 10, 60, false), // runs past the end of guest RAM
+            desc(0xdead_0000_0000, 60, false),     // nowhere near guest RAM
+            desc(BUFFERS, 5, false),               // shorter than the header
         ];
         for (i, d) in cases.iter().enumerate() {
             h.tx.add_desc_chains(&[*d], i as u16).unwrap();
@@ -206,7 +231,11 @@ mod tests {
 
         assert!(h.net.needs_reset());
         assert!(!h.net.is_active());
-        assert_ne!(h.net.interrupt.status() & 2, 0, "config-change interrupt tells the driver");
+        assert_ne!(
+            h.net.interrupt.status() & 2,
+            0,
+            "config-change interrupt tells the driver"
+        );
     }
 
     #[test]
@@ -222,8 +251,12 @@ mod tests {
         assert!(!h.net.features_ok(), "acked features are forgotten");
 
         h.put(BUFFERS, &with_header(&[1; 60]));
-        h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 72, false)], 0), 0).unwrap();
+        h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 72, false)], 0), 0)
+            .unwrap();
         assert_eq!(h.net.process_tx(), TxOutcome::Done);
-        assert!(h.net.backend.sent.is_empty(), "a reset device moves nothing");
+        assert!(
+            h.net.backend.sent.is_empty(),
+            "a reset device moves nothing"
+        );
     }
 }

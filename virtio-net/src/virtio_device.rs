@@ -46,6 +46,8 @@ pub trait VirtioDevice: Send {
     fn needs_reset(&self) -> bool;
     /// The device's interrupt.
     fn interrupt(&self) -> &Interrupt;
+    /// One eventfd per queue, signalled when the driver notifies that queue.
+    fn queue_events(&self) -> &[EventFd];
 }
 
 /// The device's interrupt line: the InterruptStatus register bits and the eventfd that KVM

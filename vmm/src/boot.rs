@@ -37,6 +37,8 @@ const BZIMAGE_ENTRY_64_OFFSET: u64 = 0x200;
 const DEFAULT_KERNEL_ALIGNMENT: u32 = 0x100_0000;
 /// Guest page size.
 const PAGE_SIZE: u64 = 0x1000;
+/// Size of a virtio-mmio register window, as announced on the command line.
+const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 
 /// Errors while loading the kernel, initrd and boot parameters.
 #[derive(Debug, thiserror::Error)]
@@ -252,12 +254,18 @@ pub fn load_initrd(
 /// The VMM's own kernel parameters, always first on the command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off";
 
-/// Builds the full command line: [`DEFAULT_CMDLINE`], then the user's `--cmdline`.
-pub fn build_cmdline(extra: &str) -> Result<Cmdline, BootError> {
+/// Builds the full command line: [`DEFAULT_CMDLINE`], one `virtio_mmio.device=4K@<base>:<irq>`
+/// per virtio-mmio device (how Linux and netprobe find them), then the user's `--cmdline`.
+pub fn build_cmdline(extra: &str, virtio_devices: &[(u64, u32)]) -> Result<Cmdline, BootError> {
     let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).map_err(BootError::Cmdline)?;
     cmdline
         .insert_str(DEFAULT_CMDLINE)
         .map_err(BootError::Cmdline)?;
+    for &(base, irq) in virtio_devices {
+        cmdline
+            .add_virtio_mmio_device(VIRTIO_MMIO_SIZE, GuestAddress(base), irq, None)
+            .map_err(BootError::Cmdline)?;
+    }
     if !extra.trim().is_empty() {
         cmdline
             .insert_str(extra.trim())
@@ -366,15 +374,28 @@ mod tests {
 
     #[test]
     fn test_cmdline_starts_with_defaults_then_user_text() {
-        let cmdline = build_cmdline("netprobe.mode=boot quiet").unwrap();
+        let cmdline = build_cmdline("netprobe.mode=boot quiet", &[]).unwrap();
         let s = cmdline.as_cstring().unwrap().into_string().unwrap();
         assert_eq!(s, format!("{DEFAULT_CMDLINE} netprobe.mode=boot quiet"));
     }
 
     #[test]
+    fn test_cmdline_announces_virtio_mmio_devices_before_user_text() {
+        let cmdline = build_cmdline("x=1", &[(0xd000_0000, 5), (0xd000_1000, 6)]).unwrap();
+        let s = cmdline.as_cstring().unwrap().into_string().unwrap();
+        assert_eq!(
+            s,
+            format!("{DEFAULT_CMDLINE} virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 x=1")
+        );
+    }
+
+    #[test]
     fn test_cmdline_too_long_is_an_error() {
         let long = "x".repeat(CMDLINE_MAX_SIZE);
-        assert!(matches!(build_cmdline(&long), Err(BootError::Cmdline(_))));
+        assert!(matches!(
+            build_cmdline(&long, &[]),
+            Err(BootError::Cmdline(_))
+        ));
     }
 
     #[test]
@@ -432,7 +453,7 @@ mod tests {
     #[test]
     fn test_write_boot_params_lands_at_zero_page_and_cmdline_addr() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
-        let cmdline = build_cmdline("hello").unwrap();
+        let cmdline = build_cmdline("hello", &[]).unwrap();
         let kernel = LoadedKernel {
             format: KernelFormat::Elf,
             entry: 0x10_0000,

@@ -16,13 +16,19 @@
 //! 5. The vCPU gets CPUID, MSRs, a GDT and identity-mapped page tables, and starts in 64-bit mode
 //!    at the kernel's 64-bit entry with RSI = boot_params ([`arch::cpu`], [`arch::gdt`],
 //!    [`arch::paging`]).
-//! 6. The vCPU thread loops on `KVM_RUN`, handling port and MMIO exits, until the guest resets
+//! 6. Each `--tap`/`--net` NIC gets a host tap, a virtio-net device and a virtio-mmio window,
+//!    announced to the guest as `virtio_mmio.device=4K@0x<base>:<irq>` on the command line;
+//!    queue notifications reach the device thread through ioeventfds, its interrupts the guest
+//!    through an irqfd ([`net`], [`virtio_mmio`], and the `vmm_virtio_net` crate).
+//! 7. The vCPU thread loops on `KVM_RUN`, handling port and MMIO exits, until the guest resets
 //!    through the i8042, shuts down, or KVM reports an error ([`vm::VmExit`]).
 
 pub mod arch;
 pub mod boot;
 pub mod devices;
 pub mod memory;
+pub mod net;
+pub mod virtio_mmio;
 pub mod vm;
 
-pub use vm::{Vm, VmConfig, VmError, VmExit};
+pub use vm::{Vm, VmConfig, VmError, VmExit, VmOutcome};

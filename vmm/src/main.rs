@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use vmm::net::NicConfig;
 use vmm::{Vm, VmConfig};
 
 /// A small KVM virtual machine monitor with a virtio-net device on a host tap.
@@ -44,12 +45,19 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1)]
     cpus: u8,
 
-    /// Host tap device for a virtio-net NIC (repeatable). Accepted now; the virtio-net
-    /// device that uses it is the next milestone.
+    /// A virtio-net NIC on host tap NAME (repeatable: one NIC each). The tap is created if it
+    /// does not exist and set up; its MAC is chosen for you (see --net).
     ///
     /// Example: --tap vnet0
     #[arg(long, value_name = "NAME")]
     tap: Vec<String>,
+
+    /// A virtio-net NIC with options (repeatable): tap=NAME[,mac=MAC]. Without mac= the guest
+    /// gets a stable, locally administered MAC derived from the tap name.
+    ///
+    /// Example: --net tap=vnet0,mac=52:54:00:12:34:56
+    #[arg(long, value_name = "SPEC")]
+    net: Vec<String>,
 
     /// Stop the guest after this many seconds (exit status 124). Default: no limit.
     ///
@@ -62,16 +70,38 @@ const EXAMPLES: &str = "\
 Examples:
   vmm --kernel guest-images/out/netprobe.bzImage --mem 128 --cmdline netprobe.mode=boot
   vmm --kernel guest-images/out/bzImage --initrd guest-images/out/initramfs.cpio.gz
+  vmm --kernel guest-images/out/netprobe.bzImage --tap vnet0 \
+      --cmdline \"netprobe.mode=ping netprobe.ip=192.0.2.2 netprobe.peer=192.0.2.1\"
 
 Logging: RUST_LOG=info (or debug, trace) shows what the VMM does.";
 
-fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !args.tap.is_empty() {
-        log::warn!(
-            "--tap {}: the virtio-net device is not implemented yet; booting without a NIC",
-            args.tap.join(",")
-        );
+/// The NICs of `--tap` and `--net`, in the order they appear on the command line.
+fn nics(args: &Args, matches: &ArgMatches) -> anyhow::Result<Vec<NicConfig>> {
+    let positions = |id| {
+        matches
+            .indices_of(id)
+            .map(Iterator::collect::<Vec<_>>)
+            .unwrap_or_default()
+    };
+    let mut nics: Vec<(usize, NicConfig)> = Vec::new();
+    for (name, at) in args.tap.iter().zip(positions("tap")) {
+        nics.push((
+            at,
+            NicConfig {
+                tap: name.clone(),
+                mac: None,
+            },
+        ));
     }
+    for (spec, at) in args.net.iter().zip(positions("net")) {
+        nics.push((at, spec.parse()?));
+    }
+    nics.sort_by_key(|(at, _)| *at);
+    Ok(nics.into_iter().map(|(_, nic)| nic).collect())
+}
+
+fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let nics = nics(&args, matches)?;
     let config = VmConfig {
         kernel: args.kernel,
         initrd: args.initrd,
@@ -79,18 +109,27 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         mem_mib: args.mem,
         cpus: args.cpus,
         timeout: args.timeout.map(Duration::from_secs),
+        nics,
     };
     let vm = Vm::new(&config).context("cannot start the VM")?;
-    let exit = vm.run()?;
-    eprintln!("vmm: {exit}");
-    Ok(ExitCode::from(exit.exit_code() as u8))
+    let outcome = vm.run()?;
+    eprintln!("vmm: {}", outcome.exit);
+    for nic in &outcome.nics {
+        eprintln!("{nic}");
+    }
+    Ok(ExitCode::from(outcome.exit.exit_code() as u8))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
-    match run(Args::parse()) {
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    match run(args, &matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("vmm: {e:#}");

@@ -17,10 +17,12 @@ use crate::arch::e820::e820_map;
 use crate::arch::layout::{COM1_IRQ, KVM_TSS_ADDR, MIN_MEM_MIB, ZERO_PAGE_ADDR};
 use crate::boot::{self, BootError, LoadedKernel};
 use crate::devices::i8042::I8042;
+use crate::devices::mmio_bus::MmioBus;
 use crate::devices::pio::{PioAction, PioBus};
 use crate::devices::serial::{forward_stdin, new_serial};
 use crate::devices::EventFdTrigger;
 use crate::memory::{create_guest_memory, MemoryError};
+use crate::net::{self, Nic, NicConfig, NicReport};
 
 /// What the user asked for.
 #[derive(Clone, Debug)]
@@ -37,6 +39,8 @@ pub struct VmConfig {
     pub cpus: u8,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
+    /// virtio-net NICs, in order (net0, net1, ...).
+    pub nics: Vec<NicConfig>,
 }
 
 /// Errors that stop a VM from starting.
@@ -72,6 +76,9 @@ pub enum VmError {
     /// vCPU register setup.
     #[error(transparent)]
     Cpu(#[from] CpuError),
+    /// A NIC option or its tap.
+    #[error(transparent)]
+    Net(#[from] net::NetError),
     /// An eventfd or thread could not be created.
     #[error("cannot create {what}")]
     Host {
@@ -157,6 +164,14 @@ pub fn kvm_is_pvm() -> bool {
     std::path::Path::new("/sys/module/kvm_pvm").exists()
 }
 
+/// How a run ended, and what each NIC moved.
+pub struct VmOutcome {
+    /// Why the VM stopped.
+    pub exit: VmExit,
+    /// One report per NIC, in order.
+    pub nics: Vec<NicReport>,
+}
+
 /// A VM ready to run: guest memory loaded, KVM set up.
 pub struct Vm {
     // Kept alive for as long as the VM exists: KVM maps this memory into the guest.
@@ -164,6 +179,8 @@ pub struct Vm {
     _vm: VmFd,
     vcpu: VcpuFd,
     pio: PioBus,
+    mmio: MmioBus,
+    nics: Vec<Nic>,
     timeout: Option<Duration>,
 }
 
@@ -177,13 +194,15 @@ impl Vm {
         if config.cpus != 1 {
             return Err(VmError::UnsupportedCpus(config.cpus));
         }
+        net::check_nics(&config.nics)?;
         let mem = create_guest_memory(config.mem_mib)?;
         let kernel = boot::load_kernel(&mem, &config.kernel)?;
         let initrd = match &config.initrd {
             Some(path) => Some(boot::load_initrd(&mem, path, &kernel)?),
             None => None,
         };
-        let cmdline = boot::build_cmdline(&config.cmdline)?;
+        let slots: Vec<(u64, u32)> = (0..config.nics.len()).map(net::nic_slot).collect();
+        let cmdline = boot::build_cmdline(&config.cmdline, &slots)?;
         let cmdline_len = cmdline
             .as_cstring()
             .map_err(BootError::Cmdline)?
@@ -206,6 +225,7 @@ impl Vm {
                 .unwrap_or_default()
         );
         warn_if_pvm_cannot_run(&kernel);
+        let nics = net::open_nics(&config.nics)?;
 
         let kvm = open_kvm()?;
         let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
@@ -222,6 +242,7 @@ impl Vm {
         register_memory(&vm, &mem)?;
 
         let pio = legacy_devices(&vm)?;
+        let mmio = MmioBus::new(net::attach_nics(&vm, &mem, &nics)?);
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
         cpu::setup_cpuid(&kvm, &vcpu, 0)?;
         cpu::setup_msrs(&vcpu)?;
@@ -234,24 +255,28 @@ impl Vm {
             _vm: vm,
             vcpu,
             pio,
+            mmio,
+            nics,
             timeout: config.timeout,
         })
     }
 
     /// Runs the vCPU on its own thread until the guest ends or the timeout passes.
-    pub fn run(self) -> Result<VmExit, VmError> {
+    pub fn run(self) -> Result<VmOutcome, VmError> {
         let Vm {
             _mem,
             _vm,
             mut vcpu,
             mut pio,
+            mmio,
+            nics,
             timeout,
         } = self;
         let (done_tx, done_rx) = mpsc::channel();
         thread::Builder::new()
             .name("vcpu0".into())
             .spawn(move || {
-                let exit = run_vcpu(&mut vcpu, &mut pio);
+                let exit = run_vcpu(&mut vcpu, &mut pio, &mmio);
                 // The receiver only goes away when main already decided to exit.
                 let _ = done_tx.send(exit);
             })
@@ -268,7 +293,15 @@ impl Vm {
                 .unwrap_or_else(|_| VmExit::Unexpected("the vCPU thread died".into())),
         };
         // A vCPU still inside KVM_RUN (timeout) ends with the process.
-        Ok(exit)
+        let nics = nics
+            .iter()
+            .map(|nic| NicReport {
+                index: nic.index,
+                tap: nic.tap.clone(),
+                counters: nic.counters.snapshot(),
+            })
+            .collect();
+        Ok(VmOutcome { exit, nics })
     }
 }
 
@@ -332,7 +365,7 @@ fn legacy_devices(vm: &VmFd) -> Result<PioBus, VmError> {
 }
 
 /// The vCPU loop: enter the guest, handle the exit, repeat.
-fn run_vcpu(vcpu: &mut VcpuFd, pio: &mut PioBus) -> VmExit {
+fn run_vcpu(vcpu: &mut VcpuFd, pio: &mut PioBus, mmio: &MmioBus) -> VmExit {
     loop {
         match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => pio.read(port, data),
@@ -342,13 +375,22 @@ fn run_vcpu(vcpu: &mut VcpuFd, pio: &mut PioBus) -> VmExit {
                 }
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
-                log::debug!("mmio: read of {} bytes at unclaimed {addr:#x}", data.len());
-                data.fill(0xff);
+                if !mmio.read(addr, data) {
+                    log::debug!("mmio: read of {} bytes at unclaimed {addr:#x}", data.len());
+                    data.fill(0xff);
+                }
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
-                log::debug!("mmio: write of {data:x?} to unclaimed {addr:#x}");
+                if !mmio.write(addr, data) {
+                    log::debug!("mmio: write of {data:x?} to unclaimed {addr:#x}");
+                }
             }
-            Ok(VcpuExit::Shutdown) => return VmExit::Shutdown,
+            Ok(VcpuExit::Shutdown) => {
+                if let Ok(regs) = vcpu.get_regs() {
+                    log::info!("shutdown at RIP {:#x} RSP {:#x}", regs.rip, regs.rsp);
+                }
+                return VmExit::Shutdown;
+            }
             Ok(VcpuExit::Hlt) => return VmExit::Shutdown,
             Ok(VcpuExit::SystemEvent(kind, _)) => return VmExit::SystemEvent(kind),
             Ok(VcpuExit::FailEntry(reason, _)) => return VmExit::FailEntry(reason),
@@ -405,6 +447,7 @@ mod tests {
             mem_mib: 64,
             cpus: 1,
             timeout: None,
+            nics: Vec::new(),
         };
         assert!(matches!(
             Vm::new(&config),

@@ -70,6 +70,27 @@ impl Console {
         }
     }
 
+    /// Prints a dotted-quad IPv4 address.
+    pub fn ip(&mut self, ip: u32) {
+        for (i, byte) in ip.to_be_bytes().iter().enumerate() {
+            if i > 0 {
+                self.str(b".");
+            }
+            self.dec(u64::from(*byte));
+        }
+    }
+
+    /// Prints a MAC address as aa:bb:cc:dd:ee:ff.
+    pub fn mac(&mut self, mac: &[u8; 6]) {
+        for (i, byte) in mac.iter().enumerate() {
+            if i > 0 {
+                self.str(b":");
+            }
+            self.byte(b"0123456789abcdef"[usize::from(byte >> 4)]);
+            self.byte(b"0123456789abcdef"[usize::from(byte & 0xf)]);
+        }
+    }
+
     /// Prints ` key=` followed by a decimal value.
     pub fn kv_dec(&mut self, key: &[u8], value: u64) {
         self.str(b" ");

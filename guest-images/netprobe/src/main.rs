@@ -13,11 +13,15 @@
 #![no_main]
 
 mod boot_params;
+mod clock;
 mod cmdline;
 mod console;
 mod mem;
 mod modes;
+mod net;
+mod packet;
 mod port;
+mod virtio;
 
 use boot_params::BootParams;
 use console::Console;
@@ -59,7 +63,11 @@ extern "C" fn netprobe_main(boot_params: u64) -> ! {
     let cmdline = params.cmdline();
     let result = match cmdline::param(cmdline, b"netprobe.mode").unwrap_or(b"boot") {
         b"boot" => modes::boot::run(&mut out, &params),
-        _ => Err("unknown netprobe.mode (known: boot)"),
+        b"ping" => modes::run_net_mode(&mut out, &params, modes::ping::run),
+        b"flood" => modes::run_net_mode(&mut out, &params, modes::flood::run),
+        b"sink" => modes::run_net_mode(&mut out, &params, modes::sink::run),
+        b"echo" => modes::run_net_mode(&mut out, &params, modes::echo::run),
+        _ => Err("unknown netprobe.mode (known: boot, ping, flood, sink, echo)"),
     };
     match result {
         Ok(()) => out.line(b"netprobe: PASS"),

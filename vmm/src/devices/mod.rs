@@ -1,6 +1,7 @@
 //! Emulated devices and the port-I/O bus that routes vCPU exits to them.
 
 pub mod i8042;
+pub mod mmio_bus;
 pub mod pio;
 pub mod serial;
 

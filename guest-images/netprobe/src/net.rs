@@ -1,0 +1,238 @@
+//! The virtio-net driver (virtio 1.2 §5.1): initialise the device, keep RX buffers posted,
+//! send frames, and count what goes each way in Ethernet bytes (without the 12-byte header).
+
+use core::ptr::{addr_of, addr_of_mut};
+
+use crate::virtio::{reg, status, Mmio, QueueMem, Virtq, DESC_F_WRITE, QUEUE_SIZE};
+
+/// VIRTIO_ID_NET.
+const DEVICE_ID_NET: u32 = 1;
+/// Feature bits (virtio 1.2 §5.1.3 and §6).
+const F_MTU: u64 = 1 << 3;
+const F_MAC: u64 = 1 << 5;
+const F_STATUS: u64 = 1 << 16;
+const F_VERSION_1: u64 = 1 << 32;
+/// Config space offsets (§5.1.4): mac[6], status u16, max_virtqueue_pairs u16, mtu u16.
+const CONFIG_MAC: u64 = 0;
+const CONFIG_MTU: u64 = 10;
+/// virtio_net_hdr_v1 length.
+pub const HDR_LEN: usize = 12;
+/// Buffer size: header + the largest frame (1518 with a VLAN tag) rounded up; at least the
+/// 1526 bytes the device asks for.
+pub const BUF_LEN: usize = 1536;
+
+/// Frames and Ethernet bytes per direction (TX counted when the device completes them).
+#[derive(Default, Clone, Copy)]
+pub struct Stats {
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+}
+
+#[repr(C, align(4096))]
+struct Buffers([[u8; BUF_LEN]; QUEUE_SIZE]);
+
+// The driver's memory; zeroed with .bss. Only `NetDev::init` takes references to it, once.
+// SAFETY: QueueMem is integers only; all-zero is a valid (empty) queue.
+static mut RX_QUEUE: QueueMem = unsafe { core::mem::zeroed() };
+// SAFETY: as above.
+static mut TX_QUEUE: QueueMem = unsafe { core::mem::zeroed() };
+static mut RX_BUFS: Buffers = Buffers([[0; BUF_LEN]; QUEUE_SIZE]);
+static mut TX_BUFS: Buffers = Buffers([[0; BUF_LEN]; QUEUE_SIZE]);
+
+/// A received frame, still in its RX buffer.
+pub struct RxFrame {
+    id: u16,
+    len: usize,
+}
+
+/// The NIC.
+pub struct NetDev {
+    rx: Virtq,
+    tx: Virtq,
+    rx_bufs: *mut Buffers,
+    tx_bufs: *mut Buffers,
+    tx_free: [u16; QUEUE_SIZE],
+    tx_free_len: usize,
+    tx_len: [u16; QUEUE_SIZE],
+    /// The MAC from config space.
+    pub mac: [u8; 6],
+    /// The MTU from config space.
+    pub mtu: u16,
+    /// What moved so far.
+    pub stats: Stats,
+}
+
+impl NetDev {
+    /// Brings up the virtio-net device at `base` (§3.1.1): reset, ACKNOWLEDGE, DRIVER,
+    /// features, FEATURES_OK, queues, RX buffers, DRIVER_OK. Call once.
+    pub fn init(base: u64) -> Result<NetDev, &'static str> {
+        let mmio = Mmio::new(base);
+        if mmio.read32(reg::MAGIC) != 0x7472_6976 {
+            return Err("no virtio-mmio device at the announced address");
+        }
+        if mmio.read32(reg::VERSION) != 2 {
+            return Err("virtio-mmio version is not 2");
+        }
+        if mmio.read32(reg::DEVICE_ID) != DEVICE_ID_NET {
+            return Err("the virtio-mmio device is not a network device");
+        }
+        mmio.write32(reg::STATUS, 0);
+        mmio.write32(reg::STATUS, status::ACKNOWLEDGE);
+        mmio.write32(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+
+        let mut offered = 0u64;
+        for sel in 0..2u32 {
+            mmio.write32(reg::DEVICE_FEATURES_SEL, sel);
+            offered |= u64::from(mmio.read32(reg::DEVICE_FEATURES)) << (32 * sel);
+        }
+        if offered & F_VERSION_1 == 0 {
+            return Err("the device does not offer VIRTIO_F_VERSION_1");
+        }
+        let wanted = offered & (F_VERSION_1 | F_MAC | F_STATUS | F_MTU);
+        for sel in 0..2u32 {
+            mmio.write32(reg::DRIVER_FEATURES_SEL, sel);
+            mmio.write32(reg::DRIVER_FEATURES, (wanted >> (32 * sel)) as u32);
+        }
+        let st = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
+        mmio.write32(reg::STATUS, st);
+        if mmio.read32(reg::STATUS) & status::FEATURES_OK == 0 {
+            return Err("the device refused our features");
+        }
+
+        let mut mac = [0u8; 6];
+        if wanted & F_MAC != 0 {
+            for (i, b) in mac.iter_mut().enumerate() {
+                *b = mmio.config8(CONFIG_MAC + i as u64);
+            }
+        } else {
+            mac = [0x52, 0x54, 0x00, 0x00, 0x00, 0x01];
+        }
+        let mtu = if wanted & F_MTU != 0 {
+            u16::from_le_bytes([mmio.config8(CONFIG_MTU), mmio.config8(CONFIG_MTU + 1)])
+        } else {
+            1500
+        };
+
+        // Raw pointers only: init runs once, and these statics are used only through this NetDev.
+        let (rxq, txq, rx_bufs, tx_bufs) = (
+            addr_of_mut!(RX_QUEUE),
+            addr_of_mut!(TX_QUEUE),
+            addr_of_mut!(RX_BUFS),
+            addr_of_mut!(TX_BUFS),
+        );
+        // SAFETY: each queue memory is a zeroed static used by this queue alone.
+        let rx = unsafe { Virtq::new(mmio, 0, rxq)? };
+        // SAFETY: as above.
+        let tx = unsafe { Virtq::new(mmio, 1, txq)? };
+        let mut dev = NetDev {
+            rx,
+            tx,
+            rx_bufs,
+            tx_bufs,
+            tx_free: [0; QUEUE_SIZE],
+            tx_free_len: QUEUE_SIZE,
+            tx_len: [0; QUEUE_SIZE],
+            mac,
+            mtu,
+            stats: Stats::default(),
+        };
+        for (i, slot) in dev.tx_free.iter_mut().enumerate() {
+            *slot = i as u16;
+        }
+        for id in 0..QUEUE_SIZE as u16 {
+            dev.post_rx(id);
+        }
+        mmio.write32(reg::STATUS, st | status::DRIVER_OK);
+        dev.rx.notify();
+        Ok(dev)
+    }
+
+    fn rx_buf_addr(&self, id: u16) -> u64 {
+        // SAFETY: only the address is taken; id < QUEUE_SIZE.
+        unsafe { addr_of!((*self.rx_bufs).0[usize::from(id)]) as u64 }
+    }
+
+    fn post_rx(&mut self, id: u16) {
+        let addr = self.rx_buf_addr(id);
+        self.rx.set_desc(id, addr, BUF_LEN as u32, DESC_F_WRITE);
+        self.rx.push_avail(id);
+    }
+
+    /// The next received frame, if any.
+    pub fn poll_rx(&mut self) -> Option<RxFrame> {
+        let (id, len) = self.rx.pop_used()?;
+        let id = id % QUEUE_SIZE as u16;
+        let len = (len as usize).clamp(HDR_LEN, BUF_LEN);
+        self.stats.rx_frames += 1;
+        self.stats.rx_bytes += (len - HDR_LEN) as u64;
+        Some(RxFrame { id, len })
+    }
+
+    /// The Ethernet frame of `rx`.
+    pub fn frame(&self, rx: &RxFrame) -> &[u8] {
+        // SAFETY: the device finished writing this buffer (its used entry was consumed) and does
+        // not touch it again until `release` re-posts it.
+        let buf: &[u8; BUF_LEN] = unsafe { &(*self.rx_bufs).0[usize::from(rx.id)] };
+        &buf[HDR_LEN..rx.len]
+    }
+
+    /// Gives the buffer of `rx` back to the device.
+    pub fn release(&mut self, rx: RxFrame) {
+        self.post_rx(rx.id);
+        self.rx.notify();
+    }
+
+    /// Collects completed TX buffers.
+    pub fn reclaim_tx(&mut self) {
+        while let Some((id, _)) = self.tx.pop_used() {
+            let id = id % QUEUE_SIZE as u16;
+            self.stats.tx_frames += 1;
+            self.stats.tx_bytes += u64::from(self.tx_len[usize::from(id)]);
+            self.tx_free[self.tx_free_len] = id;
+            self.tx_free_len += 1;
+        }
+    }
+
+    /// Frames sent but not yet completed.
+    pub fn tx_in_flight(&self) -> usize {
+        QUEUE_SIZE - self.tx_free_len
+    }
+
+    /// Sends a frame that `build` writes into the TX buffer (returning its length), or returns
+    /// false when every TX buffer is in flight.
+    pub fn send_with(&mut self, build: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        self.reclaim_tx();
+        if self.tx_free_len == 0 {
+            return false;
+        }
+        self.tx_free_len -= 1;
+        let id = self.tx_free[self.tx_free_len];
+        // SAFETY: buffer `id` is free: the device completed it (or never had it).
+        let buf = unsafe { &mut (*self.tx_bufs).0[usize::from(id)] };
+        buf[..HDR_LEN].fill(0); // no offloads: flags 0, gso_type NONE
+        let len = build(&mut buf[HDR_LEN..]).min(BUF_LEN - HDR_LEN);
+        self.tx_len[usize::from(id)] = len as u16;
+        let addr = buf.as_ptr() as u64;
+        self.tx.set_desc(id, addr, (HDR_LEN + len) as u32, 0);
+        self.tx.push_avail(id);
+        self.tx.notify();
+        true
+    }
+
+    /// Sends a copy of received frame `rx`, changed by `edit` (echo and replies).
+    pub fn send_edited_copy(&mut self, rx: &RxFrame, edit: impl FnOnce(&mut [u8])) -> bool {
+        let rx_bufs = self.rx_bufs;
+        let (id, len) = (usize::from(rx.id), rx.len - HDR_LEN);
+        self.send_with(|buf| {
+            // SAFETY: the RX buffer is ours until released (see `frame`), and distinct from
+            // every TX buffer.
+            let src: &[u8; BUF_LEN] = unsafe { &(*rx_bufs).0[id] };
+            let src = &src[HDR_LEN..HDR_LEN + len];
+            buf[..len].copy_from_slice(src);
+            edit(&mut buf[..len]);
+            len
+        })
+    }
+}
