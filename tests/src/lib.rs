@@ -4,6 +4,8 @@
 //! Policy (DESIGN.md §7): a test that needs root or /dev/kvm skips with a message when either
 //! is missing, and fails in CI (`CI=true`), where a skip would hide that nothing ran.
 
+pub mod netns;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
