@@ -11,13 +11,13 @@ VMM := target/release/vmm
 help:
 	@echo "make demo         boot the netprobe guest on KVM and explain what happens (needs root, /dev/kvm)"
 	@echo "make test         formatting, clippy, unit and integration tests (KVM tests need root)"
-	@echo "make build        build the VMM (target/release/vmm)"
+	@echo "make build        build the VMM and tapctl (target/release/vmm, target/release/tapctl)"
 	@echo "make netprobe     build the test guest: $(OUT)/netprobe.elf and $(OUT)/netprobe.bzImage"
 	@echo "make linux-guest  build the Linux guest: $(OUT)/bzImage and $(OUT)/initramfs.cpio.gz (~8 min, cached)"
 	@echo "make clean        remove build outputs"
 
 build:
-	$(CARGO) build --release -p vmm
+	$(CARGO) build --release -p vmm -p vmm-tap
 
 # netprobe is freestanding and built without SSE (PVM's emulator cannot run it); rustc warns
 # that the x86-64 float ABI wants SSE2, which netprobe never uses (it has no floats).

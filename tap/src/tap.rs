@@ -2,8 +2,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use crate::ifname::{validate_ifname, IfNameError};
 use crate::ifreq::{self, ifreq_for};
@@ -35,6 +36,12 @@ pub enum TapError {
     /// An interface of that name exists but is not a tap.
     #[error("{0} exists and is not a tap device (pick another name or delete it)")]
     NotATap(String),
+    /// The fd handed to us is not a tap or macvtap.
+    #[error("fd {0} is not a tap or macvtap file descriptor (TUNGETIFF failed)")]
+    FdNotATap(RawFd),
+    /// No macvtap of that name.
+    #[error("{0} is not a macvtap (no /sys/class/net/{0}/macvtap); create it first or use link= to let vmm create it")]
+    NotAMacvtap(String),
     /// Any other ioctl failure.
     #[error("cannot {what} on tap {name}")]
     Ioctl {
@@ -109,6 +116,134 @@ impl Tap {
         Ok(tap)
     }
 
+    /// Opens the character device of macvtap `name` (`/dev/tapN`, N = its ifindex) and prepares
+    /// it like a tap. Without udev there is no `/dev/tapN`, and N (an ifindex) is only unique
+    /// within a network namespace while /dev is shared: unless `/dev/tapN` already is this
+    /// macvtap's device, a private node is made from the device number in
+    /// `/sys/class/net/<name>/macvtap/tapN/dev`, opened, and removed again (the fd stays valid).
+    pub fn open_macvtap(name: &str) -> Result<Tap, TapError> {
+        validate_ifname(name)?;
+        let (mut path, devno) = macvtap_char_device(name)?;
+        let err = |what| {
+            let name = name.to_owned();
+            move |source| TapError::Ioctl { what, name, source }
+        };
+        let is_ours = std::fs::metadata(&path).is_ok_and(|m| {
+            m.file_type().is_char_device() && m.rdev() == libc::makedev(devno.0, devno.1)
+        });
+        if !is_ours {
+            path = PathBuf::from(format!(
+                "/dev/.vmm-tap-{}-{}-{}",
+                devno.0,
+                devno.1,
+                std::process::id()
+            ));
+        }
+        let made_node =
+            ensure_char_device(&path, devno).map_err(err("create the macvtap device node"))?;
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path);
+        if made_node {
+            let _ = std::fs::remove_file(&path);
+        }
+        let file = opened.map_err(|e| match e.kind() {
+            io::ErrorKind::PermissionDenied => TapError::Permission(name.to_owned()),
+            _ => TapError::Ioctl {
+                what: "open the macvtap device",
+                name: name.to_owned(),
+                source: e,
+            },
+        })?;
+        let tap = Tap {
+            file,
+            name: name.to_owned(),
+        };
+        tap.prepare_adopted()?;
+        Ok(tap)
+    }
+
+    /// Adopts an already-open tap or macvtap fd (say, from a privileged helper). It must be a
+    /// tap; the vnet header is switched on if the device allows (macvtap does; a tap must have
+    /// been opened with IFF_VNET_HDR).
+    pub fn from_fd(fd: OwnedFd) -> Result<Tap, TapError> {
+        let raw = fd.as_raw_fd();
+        let mut req = ifreq_for("");
+        // SAFETY: TUNGETIFF writes one `struct ifreq`; `req` is valid and exclusively ours.
+        let ret = unsafe { libc::ioctl(raw, libc::TUNGETIFF as _, &mut req) };
+        // SAFETY: on success TUNGETIFF filled `ifru_flags`.
+        if ret < 0 || unsafe { req.ifr_ifru.ifru_flags } as libc::c_int & libc::IFF_TAP == 0 {
+            return Err(TapError::FdNotATap(raw));
+        }
+        let name: String = req
+            .ifr_name
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8 as char)
+            .collect();
+        // SAFETY: F_GETFL/F_SETFL on an fd we own; no memory is passed.
+        unsafe {
+            let flags = libc::fcntl(raw, libc::F_GETFL);
+            libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        let tap = Tap {
+            file: File::from(fd),
+            name,
+        };
+        tap.prepare_adopted()?;
+        Ok(tap)
+    }
+
+    /// Vnet header on, 12 bytes, no offloads, for an fd we did not attach ourselves.
+    fn prepare_adopted(&self) -> Result<(), TapError> {
+        let mut req = ifreq_for("");
+        // SAFETY: as in `from_fd`.
+        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::TUNGETIFF as _, &mut req) };
+        if ret < 0 {
+            return Err(self.err("read the flags (TUNGETIFF)")(
+                io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: TUNGETIFF filled `ifru_flags`.
+        let flags = unsafe { req.ifr_ifru.ifru_flags } as libc::c_int;
+        if flags & libc::IFF_VNET_HDR == 0 {
+            req.ifr_ifru.ifru_flags =
+                (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+            // SAFETY: TUNSETIFF reads one `struct ifreq`; macvtap accepts it on an open fd to
+            // change IFF_VNET_HDR.
+            let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), libc::TUNSETIFF as _, &mut req) };
+            if ret < 0 {
+                return Err(self
+                    .err("switch on the vnet header (open the tap with vnet_hdr)")(
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        self.set_vnet_hdr_size(VNET_HDR_LEN as i32)?;
+        self.set_offload(0)
+    }
+
+    /// Keeps the tap after its last fd closes (`persistent`), or lets it go.
+    pub fn set_persistent(&self, persistent: bool) -> Result<(), TapError> {
+        // SAFETY: TUNSETPERSIST takes its argument by value.
+        let ret = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                libc::TUNSETPERSIST as _,
+                libc::c_ulong::from(persistent),
+            )
+        };
+        if ret < 0 {
+            return Err(self.err("change persistence (TUNSETPERSIST)")(
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     fn err(&self, what: &'static str) -> impl FnOnce(io::Error) -> TapError + '_ {
         move |source| TapError::Ioctl {
             what,
@@ -166,6 +301,50 @@ impl Tap {
     pub fn ifindex(&self) -> Result<u32, TapError> {
         ifreq::ifindex(&self.name).map_err(self.err("read the interface index"))
     }
+}
+
+/// `/dev/tapN` of macvtap `name` and its device number (major, minor) from sysfs.
+pub fn macvtap_char_device(name: &str) -> Result<(PathBuf, (u32, u32)), TapError> {
+    let dir = Path::new("/sys/class/net").join(name).join("macvtap");
+    let entry = std::fs::read_dir(&dir)
+        .ok()
+        .and_then(|mut entries| entries.find_map(|e| e.ok()))
+        .ok_or_else(|| TapError::NotAMacvtap(name.to_owned()))?;
+    let node = entry.file_name().to_string_lossy().into_owned(); // "tapN"
+    let dev =
+        std::fs::read_to_string(entry.path().join("dev")).map_err(|source| TapError::Ioctl {
+            what: "read the macvtap device number",
+            name: name.to_owned(),
+            source,
+        })?;
+    let (major, minor) = dev
+        .trim()
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .ok_or_else(|| TapError::NotAMacvtap(name.to_owned()))?;
+    Ok((Path::new("/dev").join(node), (major, minor)))
+}
+
+/// Makes `path` a character device with `devno` unless it already is one; true if made.
+pub fn ensure_char_device(path: &Path, (major, minor): (u32, u32)) -> io::Result<bool> {
+    let devno = libc::makedev(major, minor);
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.file_type().is_char_device() && meta.rdev() == devno {
+            return Ok(false);
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not the macvtap's device", path.display()),
+        ));
+    }
+    let c_path =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    // SAFETY: c_path is a valid NUL-terminated path; mknod has no other memory arguments.
+    let ret = unsafe { libc::mknod(c_path.as_ptr(), libc::S_IFCHR | 0o600, devno) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
 }
 
 impl AsRawFd for Tap {

@@ -32,6 +32,11 @@ pub fn vmm_bin() -> PathBuf {
     bin
 }
 
+/// The `tapctl` binary next to `vmm`.
+pub fn tapctl_bin() -> PathBuf {
+    vmm_bin().with_file_name("tapctl")
+}
+
 /// A file in guest-images/out, which must have been built.
 pub fn guest_image(name: &str) -> PathBuf {
     let path = workspace_root().join("guest-images/out").join(name);

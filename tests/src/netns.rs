@@ -45,6 +45,27 @@ impl Netns {
         ns
     }
 
+    /// Two namespaces joined by a veth pair: `vA` (up, no address) here, `vB` with
+    /// 198.51.100.1/24 in the returned peer namespace — the "outside host".
+    pub fn with_veth_peer(tag: &str) -> (Netns, Netns) {
+        let ns = Netns::new(tag);
+        let peer = Netns::new(&format!("{tag}-peer"));
+        ns.sh(&format!(
+            "ip link add vA type veth peer name vB netns {} && ip link set vA up",
+            peer.name
+        ));
+        peer.sh("ip addr add 198.51.100.1/24 dev vB && ip link set vB up");
+        (ns, peer)
+    }
+
+    /// The names of the links in the namespace.
+    pub fn links(&self) -> Vec<String> {
+        self.sh("ls /sys/class/net")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Runs a shell command in the namespace; panics with its output if it fails.
     pub fn sh(&self, script: &str) -> String {
         let out = must(Command::new("ip").args(["netns", "exec", &self.name, "sh", "-c", script]));

@@ -52,11 +52,22 @@ struct Args {
     #[arg(long, value_name = "NAME")]
     tap: Vec<String>,
 
-    /// A virtio-net NIC with options (repeatable): tap=NAME[,mac=MAC]. Without mac= the guest
-    /// gets a stable, locally administered MAC derived from the tap name.
+    /// A virtio-net NIC with options (repeatable), QEMU/Cloud Hypervisor style:
     ///
-    /// Example: --net tap=vnet0,mac=52:54:00:12:34:56
-    #[arg(long, value_name = "SPEC")]
+    ///   tap=NAME[,mac=M][,bridge=BR][,mtu=N]     a tap (created if absent), on bridge BR
+    ///
+    ///   macvtap=NAME,link=DEV[,mode=M][,mac=M]   a macvtap created on DEV (mode bridge, vepa,
+    ///                                            private or passthru; default bridge), removed at exit
+    ///
+    ///   macvtap=NAME[,mac=M]                     an existing macvtap
+    ///
+    ///   fd=N[,mac=M]                             an open tap/macvtap fd, e.g. 3<>/dev/tap7
+    ///
+    /// Without mac= the guest gets the macvtap's MAC, or for a tap a stable, locally administered
+    /// MAC derived from its name. What vmm creates or changes on the host it undoes at exit.
+    ///
+    /// Example: --net macvtap=mv0,link=eth0,mode=bridge
+    #[arg(long, value_name = "SPEC", verbatim_doc_comment)]
     net: Vec<String>,
 
     /// Stop the guest after this many seconds (exit status 124). Default: no limit.
@@ -85,13 +96,7 @@ fn nics(args: &Args, matches: &ArgMatches) -> anyhow::Result<Vec<NicConfig>> {
     };
     let mut nics: Vec<(usize, NicConfig)> = Vec::new();
     for (name, at) in args.tap.iter().zip(positions("tap")) {
-        nics.push((
-            at,
-            NicConfig {
-                tap: name.clone(),
-                mac: None,
-            },
-        ));
+        nics.push((at, NicConfig::tap(name)));
     }
     for (spec, at) in args.net.iter().zip(positions("net")) {
         nics.push((at, spec.parse()?));
@@ -102,6 +107,9 @@ fn nics(args: &Args, matches: &ArgMatches) -> anyhow::Result<Vec<NicConfig>> {
 
 fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let nics = nics(&args, matches)?;
+    if !nics.is_empty() {
+        vmm::net::cleanup::install_handlers();
+    }
     let config = VmConfig {
         kernel: args.kernel,
         initrd: args.initrd,
@@ -129,7 +137,10 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    match run(args, &matches) {
+    let result = run(args, &matches);
+    // Whatever happened, take back what we changed on the host (macvtaps, bridge ports, MTUs).
+    vmm::net::cleanup::run_all();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("vmm: {e:#}");

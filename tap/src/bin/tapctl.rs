@@ -1,0 +1,338 @@
+//! tapctl: the seed articles' host setup — bridges, taps, macvtaps — done with vmm's own code
+//! (netlink and tap ioctls) instead of `brctl` and `ip`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vmm_tap::netlink::{Changes, Link};
+use vmm_tap::{ensure_char_device, host, macvtap_char_device, Host, HostError, MacvtapMode};
+
+/// Create and inspect the host side of virtual networking: bridges, taps and macvtaps.
+#[derive(Parser)]
+#[command(version, after_help = EXAMPLES)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bridges: `tapctl bridge add br0` (created and brought up), `tapctl bridge del br0`.
+    Bridge {
+        #[command(subcommand)]
+        op: BridgeOp,
+    },
+    /// Persistent taps: `tapctl tap add vnet0 --bridge br0`.
+    Tap {
+        #[command(subcommand)]
+        op: TapOp,
+    },
+    /// Macvtaps on a lower device: `tapctl macvtap add mv0 --link eth0 --mode bridge`.
+    Macvtap {
+        #[command(subcommand)]
+        op: MacvtapOp,
+    },
+    /// Attach an interface to a bridge (`ip link set DEV master BR`).
+    Attach {
+        /// The interface.
+        name: String,
+        /// The bridge.
+        #[arg(long)]
+        bridge: String,
+    },
+    /// Detach an interface from its bridge.
+    Detach {
+        /// The interface.
+        name: String,
+    },
+    /// Change an interface: link state, MTU, MAC.
+    Set {
+        /// The interface.
+        name: String,
+        /// Bring the link up.
+        #[arg(long, conflicts_with = "down")]
+        up: bool,
+        /// Bring the link down.
+        #[arg(long)]
+        down: bool,
+        /// New MTU.
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// New MAC address (aa:bb:cc:dd:ee:ff).
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// Delete a bridge, tap or macvtap (and a macvtap's /dev/tapN node).
+    Del {
+        /// The interface.
+        name: String,
+    },
+    /// Show interfaces: kind, bridge, MAC, MTU, state, byte counters, macvtap device.
+    Show {
+        /// Only this interface.
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BridgeOp {
+    /// Create a bridge and bring it up.
+    Add {
+        /// Bridge name.
+        name: String,
+    },
+    /// Delete a bridge (its ports are detached, not deleted).
+    Del {
+        /// Bridge name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TapOp {
+    /// Create a persistent tap (vnet_hdr), optionally attached to a bridge, and bring it up.
+    Add {
+        /// Tap name (at most 15 characters).
+        name: String,
+        /// Attach it to this bridge.
+        #[arg(long)]
+        bridge: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MacvtapOp {
+    /// Create a macvtap on a lower device, bring it up, and make its /dev/tapN node.
+    Add {
+        /// Macvtap name.
+        name: String,
+        /// The lower (physical or veth) device.
+        #[arg(long)]
+        link: String,
+        /// bridge, vepa, private or passthru.
+        #[arg(long, default_value = "bridge")]
+        mode: String,
+        /// MAC address (default: random).
+        #[arg(long)]
+        mac: Option<String>,
+    },
+}
+
+const EXAMPLES: &str = "\
+The seed setups:
+  tapctl bridge add br0                       # ip link add br0 type bridge; ip link set br0 up
+  tapctl tap add vnet0 --bridge br0           # ip tuntap add vnet0 mode tap vnet_hdr; ... master br0
+  tapctl macvtap add mv0 --link eth0 --mode bridge
+  tapctl show
+  tapctl del vnet0";
+
+fn parse_mac(s: &str) -> Result<[u8; 6], HostError> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let mut mac = [0u8; 6];
+    if parts.len() != 6 {
+        return Err(HostError::BadMac(s.to_owned()));
+    }
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        *byte = u8::from_str_radix(part, 16).map_err(|_| HostError::BadMac(s.to_owned()))?;
+    }
+    Ok(mac)
+}
+
+fn mac_str(mac: Option<[u8; 6]>) -> String {
+    mac.map_or("-".into(), |m| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    })
+}
+
+fn kind_str(link: &Link, host: &mut Host) -> String {
+    match link.kind.as_deref() {
+        Some("tun") => "tap".into(),
+        Some("macvtap") => {
+            let lower = link
+                .lower
+                .and_then(|i| host.name_of(i))
+                .unwrap_or_else(|| "?".into());
+            let mode = link.macvtap_mode.map_or("?", host::mode_name);
+            format!("macvtap/{mode}@{lower}")
+        }
+        Some(kind) => kind.into(),
+        None => "device".into(),
+    }
+}
+
+fn show(host: &mut Host, only: Option<&str>) -> Result<(), HostError> {
+    let links = host.links()?;
+    println!(
+        "{:<16} {:<24} {:<10} {:<17} {:>5} {:<8} {:>12} {:>12}  DEVICE",
+        "NAME", "KIND", "MASTER", "MAC", "MTU", "STATE", "RX_BYTES", "TX_BYTES"
+    );
+    for link in links.iter().filter(|l| only.is_none_or(|n| n == l.name)) {
+        let master = link
+            .master
+            .and_then(|m| links.iter().find(|l| l.index == m))
+            .map_or("-".into(), |l| l.name.clone());
+        let (rx, tx) = link.stats.map_or(("-".into(), "-".into()), |s| {
+            (s.0.to_string(), s.1.to_string())
+        });
+        let device =
+            macvtap_char_device(&link.name).map_or("-".into(), |(p, _)| p.display().to_string());
+        let state = if link.up {
+            link.oper_state.clone()
+        } else {
+            "down".into()
+        };
+        println!(
+            "{:<16} {:<24} {:<10} {:<17} {:>5} {:<8} {:>12} {:>12}  {}",
+            link.name,
+            kind_str(link, host),
+            master,
+            mac_str(link.mac),
+            link.mtu.map_or("-".into(), |m| m.to_string()),
+            state,
+            rx,
+            tx,
+            device
+        );
+    }
+    if let Some(name) = only {
+        if !links.iter().any(|l| l.name == name) {
+            return Err(HostError::Missing {
+                kind: "interface",
+                name: name.into(),
+                hint: "",
+            });
+        }
+    }
+    Ok(())
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let mut host = Host::new().map_err(|e| e.to_string())?;
+    let h = &mut host;
+    let res: Result<(), HostError> = match args.command {
+        Command::Bridge {
+            op: BridgeOp::Add { name },
+        } => h
+            .add_bridge(&name)
+            .map(|_| println!("bridge {name} created and up")),
+        Command::Bridge {
+            op: BridgeOp::Del { name },
+        } => h
+            .bridge(&name)
+            .and_then(|_| h.delete(&name))
+            .map(|_| println!("bridge {name} deleted")),
+        Command::Tap {
+            op: TapOp::Add { name, bridge },
+        } => (|| {
+            let br = bridge.as_deref().map(|b| h.bridge(b)).transpose()?;
+            let tap = h.add_tap(&name)?;
+            if let Some(br) = &br {
+                h.attach(&tap, br)?;
+            }
+            h.set(
+                &tap,
+                Changes {
+                    up: Some(true),
+                    ..Changes::NONE
+                },
+            )?;
+            println!(
+                "tap {name} created{}",
+                bridge.map_or(String::new(), |b| format!(", attached to {b}"))
+            );
+            Ok(())
+        })(),
+        Command::Macvtap {
+            op:
+                MacvtapOp::Add {
+                    name,
+                    link,
+                    mode,
+                    mac,
+                },
+        } => (|| {
+            let mode: MacvtapMode = mode.parse()?;
+            let mac = mac.as_deref().map(parse_mac).transpose()?;
+            let created = h.add_macvtap(&name, &link, mode, mac)?;
+            let (path, devno) = macvtap_char_device(&name)?;
+            ensure_char_device(&path, devno).map_err(|source| HostError::Netlink {
+                what: format!("create {}", path.display()),
+                source,
+            })?;
+            println!(
+                "macvtap {name} ({mode}) on {link}, mac {}, device {}",
+                mac_str(created.mac),
+                path.display()
+            );
+            Ok(())
+        })(),
+        Command::Attach { name, bridge } => (|| {
+            let br = h.bridge(&bridge)?;
+            let dev = h.get(&name, "interface")?;
+            h.attach(&dev, &br)
+        })(),
+        Command::Detach { name } => h.get(&name, "interface").and_then(|dev| h.detach(&dev)),
+        Command::Set {
+            name,
+            up,
+            down,
+            mtu,
+            mac,
+        } => (|| {
+            let dev = h.get(&name, "interface")?;
+            let mac = mac.as_deref().map(parse_mac).transpose()?;
+            let up = if up {
+                Some(true)
+            } else if down {
+                Some(false)
+            } else {
+                None
+            };
+            h.set(
+                &dev,
+                Changes {
+                    up,
+                    mtu,
+                    mac,
+                    master: None,
+                },
+            )
+        })(),
+        Command::Del { name } => (|| {
+            let node = macvtap_char_device(&name).ok();
+            h.delete(&name)?;
+            if let Some((path, _)) = node {
+                let _ = std::fs::remove_file(path);
+            }
+            println!("{name} deleted");
+            Ok(())
+        })(),
+        Command::Show { name } => show(h, name.as_deref()),
+    };
+    res.map_err(|e| chain(&e))
+}
+
+/// An error and its causes on one line: "cannot create /dev/tap3: File exists (os error 17)".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
