@@ -16,6 +16,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::backend::Backend;
 use crate::counters::NetCounters;
+use crate::observer::FrameObserver;
 use crate::virtio_device::{ActivateError, Interrupt, VirtioDevice};
 use crate::MacAddr;
 
@@ -60,6 +61,8 @@ pub struct Net<B: Backend> {
     pub(crate) rx_waiting_for_buffers: bool,
     /// The tap refused a TX frame with EAGAIN: retry when it is writable.
     pub(crate) tx_waiting_for_tap: bool,
+    /// Sees every frame moved, if set.
+    pub(crate) observer: Option<Box<dyn FrameObserver>>,
 }
 
 impl<B: Backend> Net<B> {
@@ -79,7 +82,13 @@ impl<B: Backend> Net<B> {
             subscribed: false,
             rx_waiting_for_buffers: false,
             tx_waiting_for_tap: false,
+            observer: None,
         })
+    }
+
+    /// Shows every frame moved to `observer` (tracing, capture).
+    pub fn set_observer(&mut self, observer: Box<dyn FrameObserver>) {
+        self.observer = Some(observer);
     }
 
     /// The counters, to report them while the device runs on its thread.

@@ -9,13 +9,15 @@
 //! - [`rx`]: tap → guest, one `readv` per frame, and RX flow control;
 //! - [`device`]: features, config space, activation and reset;
 //! - [`event_handler`]: which events wake the device thread;
-//! - [`counters`]: frames and Ethernet bytes per direction, drops by reason.
+//! - [`counters`]: frames and Ethernet bytes per direction, drops by reason;
+//! - [`observer`]: a hook that sees every frame moved (tracing, pcap).
 
 pub mod backend;
 pub mod counters;
 pub mod device;
 pub mod event_handler;
 mod mac;
+pub mod observer;
 pub mod rx;
 pub mod tx;
 pub mod virtio_device;
@@ -27,6 +29,7 @@ pub use backend::Backend;
 pub use counters::{CountersSnapshot, NetCounters};
 pub use device::Net;
 pub use mac::{MacAddr, MacParseError};
+pub use observer::{Direction, FrameEvent, FrameObserver, NetHeader};
 pub use virtio_device::{ActivateError, Interrupt, VirtioDevice};
 
 /// Length of `struct virtio_net_hdr_v1` in front of every frame (virtio 1.2 §5.1.6), the same

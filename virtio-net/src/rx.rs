@@ -19,13 +19,15 @@ use vm_memory::{Bytes, GuestMemoryBackend, VolatileSlice};
 
 use crate::backend::Backend;
 use crate::counters::NetCounters;
-use crate::device::Net;
+use crate::device::{Net, RX_QUEUE};
+use crate::observer::{observe, Direction};
 use crate::VNET_HDR_LEN;
 
 /// Ethernet header length.
 const ETH_HLEN: usize = 14;
 /// Offset of `num_buffers` in virtio_net_hdr_v1.
-const NUM_BUFFERS_OFFSET: usize = 10;
+const NUM_BUFFERS_OFFSET: usize =
+    std::mem::offset_of!(virtio_bindings::virtio_net::virtio_net_hdr_v1, num_buffers);
 
 /// How an RX pass ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -99,6 +101,9 @@ impl<B: Backend> Net<B> {
                         written = n as u32;
                         NetCounters::inc(&counters.rx_frames);
                         NetCounters::add(&counters.rx_bytes, (n - VNET_HDR_LEN) as u64);
+                        if let Some(observer) = self.observer.as_deref_mut() {
+                            observe(observer, Direction::Rx, RX_QUEUE as u16, head, &slices, n);
+                        }
                     }
                     Ok(_) => NetCounters::inc(&counters.rx_backend_errors),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {

@@ -19,7 +19,8 @@ use vm_memory::{GuestMemoryBackend, VolatileSlice};
 
 use crate::backend::Backend;
 use crate::counters::NetCounters;
-use crate::device::Net;
+use crate::device::{Net, TX_QUEUE};
+use crate::observer::{observe, Direction};
 use crate::VNET_HDR_LEN;
 
 /// Largest TX chain we accept: a 64 KiB frame plus the header (without GSO, frames are far
@@ -78,6 +79,16 @@ impl<B: Backend> Net<B> {
                     Ok(_) => {
                         NetCounters::inc(&counters.tx_frames);
                         NetCounters::add(&counters.tx_bytes, (total - VNET_HDR_LEN) as u64);
+                        if let Some(observer) = self.observer.as_deref_mut() {
+                            observe(
+                                observer,
+                                Direction::Tx,
+                                TX_QUEUE as u16,
+                                head,
+                                &slices,
+                                total,
+                            );
+                        }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         // Not lost: the same chain is popped again when the tap has room.

@@ -28,6 +28,7 @@ pub mod boot;
 pub mod devices;
 pub mod memory;
 pub mod net;
+pub mod signals;
 pub mod virtio_mmio;
 pub mod vm;
 

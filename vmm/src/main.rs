@@ -70,6 +70,18 @@ struct Args {
     #[arg(long, value_name = "SPEC", verbatim_doc_comment)]
     net: Vec<String>,
 
+    /// Log every frame each NIC moves: direction, queue, descriptors, the virtio-net header, and
+    /// the frame decoded (ARP, IPv4/IPv6, ICMP, UDP/TCP). Log target: vmm::net::trace.
+    #[arg(long)]
+    trace_net: bool,
+
+    /// Capture every NIC's frames, both directions, to a pcap file (tcpdump -r, Wireshark).
+    /// Per NIC: --net ...,pcap=PATH.
+    ///
+    /// Example: --pcap /tmp/guest.pcap
+    #[arg(long, value_name = "PATH")]
+    pcap: Option<PathBuf>,
+
     /// Stop the guest after this many seconds (exit status 124). Default: no limit.
     ///
     /// Example: --timeout 60
@@ -81,10 +93,11 @@ const EXAMPLES: &str = "\
 Examples:
   vmm --kernel guest-images/out/netprobe.bzImage --mem 128 --cmdline netprobe.mode=boot
   vmm --kernel guest-images/out/bzImage --initrd guest-images/out/initramfs.cpio.gz
-  vmm --kernel guest-images/out/netprobe.bzImage --tap vnet0 \
+  vmm --kernel guest-images/out/netprobe.bzImage --tap vnet0 --trace-net --pcap /tmp/x.pcap \
       --cmdline \"netprobe.mode=ping netprobe.ip=192.0.2.2 netprobe.peer=192.0.2.1\"
 
-Logging: RUST_LOG=info (or debug, trace) shows what the VMM does.";
+Logging: RUST_LOG=info (or debug, trace) shows what the VMM does.
+At exit, and on SIGUSR1, the VMM prints each NIC's byte-symmetry table.";
 
 /// The NICs of `--tap` and `--net`, in the order they appear on the command line.
 fn nics(args: &Args, matches: &ArgMatches) -> anyhow::Result<Vec<NicConfig>> {
@@ -108,7 +121,7 @@ fn nics(args: &Args, matches: &ArgMatches) -> anyhow::Result<Vec<NicConfig>> {
 fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let nics = nics(&args, matches)?;
     if !nics.is_empty() {
-        vmm::net::cleanup::install_handlers();
+        vmm::signals::install();
     }
     let config = VmConfig {
         kernel: args.kernel,
@@ -118,6 +131,10 @@ fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         cpus: args.cpus,
         timeout: args.timeout.map(Duration::from_secs),
         nics,
+        observe: vmm::net::Observe {
+            trace: args.trace_net,
+            pcap: args.pcap,
+        },
     };
     let vm = Vm::new(&config).context("cannot start the VM")?;
     let outcome = vm.run()?;
@@ -125,18 +142,23 @@ fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     for nic in &outcome.nics {
         eprintln!("{nic}");
     }
+    eprint!("{}", vmm::net::symmetry::table());
     Ok(ExitCode::from(outcome.exit.exit_code() as u8))
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .init();
     let matches = Args::command().get_matches();
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    logger.format_timestamp(None);
+    if args.trace_net {
+        logger.filter_module(vmm::net::trace::TARGET, log::LevelFilter::Info);
+    }
+    logger.init();
     let result = run(args, &matches);
     // Whatever happened, take back what we changed on the host (macvtaps, bridge ports, MTUs).
     vmm::net::cleanup::run_all();

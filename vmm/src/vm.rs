@@ -41,6 +41,8 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// virtio-net NICs, in order (net0, net1, ...).
     pub nics: Vec<NicConfig>,
+    /// Tracing and capture of their frames.
+    pub observe: net::Observe,
 }
 
 /// Errors that stop a VM from starting.
@@ -225,7 +227,7 @@ impl Vm {
                 .unwrap_or_default()
         );
         warn_if_pvm_cannot_run(&kernel);
-        let nics = net::open_nics(&config.nics)?;
+        let nics = net::open_nics(&config.nics, &config.observe)?;
 
         let kvm = open_kvm()?;
         let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
@@ -448,6 +450,7 @@ mod tests {
             cpus: 1,
             timeout: None,
             nics: Vec::new(),
+            observe: Default::default(),
         };
         assert!(matches!(
             Vm::new(&config),

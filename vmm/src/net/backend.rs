@@ -145,7 +145,8 @@ pub fn open(index: usize, config: &NicConfig, host: &mut Option<Host>) -> Result
     }
 }
 
-fn is_macvtap(name: &str) -> bool {
+/// Whether interface `name` is a macvtap.
+pub fn is_macvtap(name: &str) -> bool {
     Path::new("/sys/class/net")
         .join(name)
         .join("macvtap")

@@ -1,5 +1,6 @@
 //! Leaving the host as we found it. Every change the VMM makes to host devices registers how to
-//! undo it; the undo list runs at exit — a normal one, an error, a panic, or SIGINT/SIGTERM/SIGHUP.
+//! undo it; the undo list runs at exit — a normal one, an error, a panic, or SIGINT/SIGTERM/SIGHUP
+//! (see [`crate::signals`]).
 //! (A SIGKILL cannot be caught; a tap the VMM created still disappears with its fd then, a
 //! macvtap it created stays: delete it with `tapctl del NAME`.)
 
@@ -95,33 +96,6 @@ fn apply(host: &mut Host, undo: &Undo) -> Result<(), vmm_tap::HostError> {
             )
         }
     }
-}
-
-/// Runs the cleanup on SIGINT, SIGTERM and SIGHUP (then exits with 128 + signal) and on panics.
-pub fn install_handlers() {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
-        Ok(mut signals) => {
-            let spawned = std::thread::Builder::new()
-                .name("signals".into())
-                .spawn(move || {
-                    if let Some(signal) = signals.forever().next() {
-                        run_all();
-                        eprintln!("vmm: stopped by signal {signal}; host devices restored");
-                        std::process::exit(128 + signal);
-                    }
-                });
-            if let Err(e) = spawned {
-                log::warn!("cannot watch for signals, Ctrl-C will not clean up: {e}");
-            }
-        }
-        Err(e) => log::warn!("cannot watch for signals, Ctrl-C will not clean up: {e}"),
-    }
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        run_all();
-        default_hook(info);
-    }));
 }
 
 #[cfg(test)]

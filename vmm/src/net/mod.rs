@@ -3,9 +3,13 @@
 
 pub mod backend;
 pub mod cleanup;
+pub mod pcap;
+pub mod symmetry;
+pub mod trace;
 
 use std::fmt;
 use std::os::fd::RawFd;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +18,11 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vm_memory::GuestMemoryMmap;
 use vmm_tap::{HostError, MacvtapMode, Tap, TapError};
-use vmm_virtio_net::{CountersSnapshot, MacAddr, Net, NetCounters, VirtioDevice};
+use vmm_virtio_net::{
+    CountersSnapshot, FrameEvent, FrameObserver, MacAddr, Net, NetCounters, VirtioDevice,
+};
+
+use self::pcap::{Pcap, PcapError, SharedPcap};
 
 use crate::arch::layout::DEVICE_WINDOW_START;
 use crate::virtio_mmio::{MmioTransport, MMIO_WINDOW_SIZE};
@@ -56,6 +64,15 @@ pub enum NetError {
         /// Why.
         #[source]
         source: HostError,
+    },
+    /// A capture file could not be created.
+    #[error("net{index}")]
+    Pcap {
+        /// NIC number.
+        index: usize,
+        /// Why.
+        #[source]
+        source: PcapError,
     },
     /// `fd=N` that is not open.
     #[error("net{index}: fd {fd} is not open (pass it to vmm, e.g. {fd}<>/dev/tapN)")]
@@ -119,6 +136,8 @@ pub struct NicConfig {
     pub backend: NicBackend,
     /// Guest MAC; `None` picks one (see [`backend`]).
     pub mac: Option<MacAddr>,
+    /// Capture this NIC's frames to a pcap file.
+    pub pcap: Option<PathBuf>,
 }
 
 impl NicConfig {
@@ -131,6 +150,7 @@ impl NicConfig {
                 mtu: None,
             },
             mac: None,
+            pcap: None,
         }
     }
 
@@ -183,9 +203,9 @@ impl FromStr for NicConfig {
             return Err(err("empty".into()));
         };
         let known: &[&str] = match kind {
-            "tap" => &["mac", "bridge", "mtu"],
-            "macvtap" => &["mac", "link", "mode"],
-            "fd" => &["mac"],
+            "tap" => &["mac", "bridge", "mtu", "pcap"],
+            "macvtap" => &["mac", "link", "mode", "pcap"],
+            "fd" => &["mac", "pcap"],
             _ => {
                 return Err(err(format!(
                     "must start with tap=, macvtap= or fd=, not {kind}="
@@ -193,6 +213,7 @@ impl FromStr for NicConfig {
             }
         };
         let mut mac = None;
+        let mut pcap = None;
         let (mut bridge, mut mtu, mut link, mut mode) = (None, None, None, None);
         for &(key, value) in &pairs[1..] {
             if !known.contains(&key) {
@@ -222,6 +243,7 @@ impl FromStr for NicConfig {
                     mtu = Some(n);
                 }
                 "link" => link = Some(value.to_owned()),
+                "pcap" => pcap = Some(PathBuf::from(value)),
                 "mode" => {
                     mode = Some(
                         value
@@ -262,7 +284,7 @@ impl FromStr for NicConfig {
                 NicBackend::Fd(fd)
             }
         };
-        Ok(NicConfig { backend, mac })
+        Ok(NicConfig { backend, mac, pcap })
     }
 }
 
@@ -323,20 +345,75 @@ pub struct Nic {
     pub tap: String,
 }
 
-/// Opens each NIC's tap and creates its virtio-net device.
-pub fn open_nics(nics: &[NicConfig]) -> Result<Vec<Nic>, NetError> {
+/// How the user wants to watch frames.
+#[derive(Clone, Debug, Default)]
+pub struct Observe {
+    /// `--trace-net`: one log line per frame.
+    pub trace: bool,
+    /// `--pcap PATH`: every NIC's frames into one file.
+    pub pcap: Option<PathBuf>,
+}
+
+/// Shows a NIC's frames to the trace log and its capture files.
+struct NicObserver {
+    index: usize,
+    trace: bool,
+    pcaps: Vec<SharedPcap>,
+}
+
+impl FrameObserver for NicObserver {
+    fn frame(&mut self, event: &FrameEvent<'_>) {
+        if self.trace {
+            log::info!(target: trace::TARGET, "{}", trace::trace_line(self.index, event));
+        }
+        for pcap in &self.pcaps {
+            pcap.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write(event.frame);
+        }
+    }
+}
+
+/// Opens each NIC's host side (see [`backend`]), creates its virtio-net device, sets up
+/// tracing and capture, and starts its symmetry probe.
+pub fn open_nics(nics: &[NicConfig], observe: &Observe) -> Result<Vec<Nic>, NetError> {
+    let global_pcap = match &observe.pcap {
+        Some(path) if !nics.is_empty() => {
+            Some(Pcap::create(path).map_err(|source| NetError::Pcap { index: 0, source })?)
+        }
+        _ => None,
+    };
     let mut host = None;
     nics.iter()
         .enumerate()
         .map(|(index, config)| {
+            let mut pcaps: Vec<SharedPcap> = global_pcap.iter().cloned().collect();
+            if let Some(path) = &config.pcap {
+                pcaps.push(Pcap::create(path).map_err(|source| NetError::Pcap { index, source })?);
+            }
             let opened = backend::open(index, config, &mut host)?;
+            let ifname = opened.tap.name().to_owned();
             let mtu = opened.mtu.min(u32::from(u16::MAX)) as u16;
-            let net = Net::new(opened.tap, opened.mac, mtu).map_err(|source| NetError::Create {
-                what: "a virtio-net device",
-                source,
-            })?;
+            let mut net =
+                Net::new(opened.tap, opened.mac, mtu).map_err(|source| NetError::Create {
+                    what: "a virtio-net device",
+                    source,
+                })?;
+            if observe.trace || !pcaps.is_empty() {
+                net.set_observer(Box::new(NicObserver {
+                    index,
+                    trace: observe.trace,
+                    pcaps,
+                }));
+            }
             log::info!("net{index}: {} mac {} mtu {mtu}", opened.label, opened.mac);
             let counters = net.counters();
+            let kind = if backend::is_macvtap(&ifname) {
+                symmetry::HostKind::Macvtap
+            } else {
+                symmetry::HostKind::Tap
+            };
+            symmetry::register(index, &ifname, kind, counters.clone());
             Ok(Nic {
                 index,
                 device: Arc::new(Mutex::new(net)),
@@ -463,6 +540,21 @@ mod tests {
     }
 
     #[test]
+    fn test_net_spec_pcap_for_every_kind() {
+        for spec in [
+            "tap=a,pcap=/tmp/a.pcap",
+            "macvtap=m,pcap=/tmp/a.pcap",
+            "fd=3,pcap=/tmp/a.pcap",
+        ] {
+            assert_eq!(
+                parse(spec).unwrap().pcap,
+                Some(PathBuf::from("/tmp/a.pcap")),
+                "{spec}"
+            );
+        }
+    }
+
+    #[test]
     fn test_net_spec_macvtap_and_fd() {
         let nic = parse("macvtap=mv0,link=eth0,mode=private").unwrap();
         assert_eq!(
@@ -492,7 +584,7 @@ mod tests {
         let msg = |s: &str| parse(s).unwrap_err();
         assert!(msg("mac=52:54:00:aa:bb:cc").contains("must start with tap=, macvtap= or fd="));
         assert!(msg("tap=a,color=red")
-            .contains("unknown option \"color\" for tap= (known: mac, bridge, mtu)"));
+            .contains("unknown option \"color\" for tap= (known: mac, bridge, mtu, pcap)"));
         assert!(msg("tap=a,link=eth0").contains("unknown option \"link\""));
         assert!(msg("macvtap=m,bridge=br0").contains("unknown option \"bridge\""));
         assert!(msg("tap=a,mac=zz").contains("not a MAC address"));
@@ -526,6 +618,7 @@ mod tests {
         let closed = NicConfig {
             backend: NicBackend::Fd(987),
             mac: None,
+            pcap: None,
         };
         assert!(matches!(
             check_nics(&[closed]),

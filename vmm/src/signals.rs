@@ -1,0 +1,42 @@
+//! Signals the VMM acts on, handled on a thread of their own (signal-hook):
+//!
+//! | signal | action |
+//! |---|---|
+//! | SIGINT, SIGTERM, SIGHUP | undo host changes ([`crate::net::cleanup`]), exit with 128 + signal |
+//! | SIGUSR1 | print the byte-symmetry table ([`crate::net::symmetry`]) and carry on |
+//!
+//! A panic also runs the cleanup before the default panic message.
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+
+use crate::net::{cleanup, symmetry};
+
+/// Starts the signal thread and the panic hook.
+pub fn install() {
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]) {
+        Ok(mut signals) => {
+            let spawned = std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || {
+                    for signal in signals.forever() {
+                        if signal == SIGUSR1 {
+                            eprint!("{}", symmetry::table());
+                            continue;
+                        }
+                        cleanup::run_all();
+                        eprintln!("vmm: stopped by signal {signal}; host devices restored");
+                        std::process::exit(128 + signal);
+                    }
+                });
+            if let Err(e) = spawned {
+                log::warn!("cannot watch for signals, Ctrl-C will not clean up: {e}");
+            }
+        }
+        Err(e) => log::warn!("cannot watch for signals, Ctrl-C will not clean up: {e}"),
+    }
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        cleanup::run_all();
+        default_hook(info);
+    }));
+}
