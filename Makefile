@@ -6,14 +6,16 @@ NETPROBE_DIR := guest-images/netprobe
 NETPROBE_ELF := $(NETPROBE_DIR)/target/x86_64-unknown-linux-gnu/release/netprobe
 VMM := target/release/vmm
 
-.PHONY: help build netprobe test check demo linux-guest clean
+.PHONY: help build netprobe test check demo linux-guest test-linux clean
 
 help:
 	@echo "make demo         boot the netprobe guest on KVM and explain what happens (needs root, /dev/kvm)"
-	@echo "make test         formatting, clippy, unit and integration tests (KVM tests need root)"
+	@echo "make test         formatting, clippy, unit and integration tests (KVM tests need root), and"
+	@echo "                  the nested-VMX Linux test when Bochs, QEMU and the Linux guest are there"
 	@echo "make build        build the VMM and tapctl (target/release/vmm, target/release/tapctl)"
 	@echo "make netprobe     build the test guest: $(OUT)/netprobe.elf and $(OUT)/netprobe.bzImage"
 	@echo "make linux-guest  build the Linux guest: $(OUT)/bzImage and $(OUT)/initramfs.cpio.gz (~8 min, cached)"
+	@echo "make test-linux   boot the Linux guest under vmm on nested VMX KVM in Bochs, ping, compare counters (~6 min)"
 	@echo "make clean        remove build outputs"
 
 build:
@@ -39,6 +41,7 @@ check:
 test: netprobe check
 	$(CARGO) build --workspace --quiet
 	$(CARGO) test --workspace
+	@guest-images/nested/maybe-run.sh
 
 demo: build netprobe
 	@sh guest-images/demo.sh $(VMM)
@@ -50,3 +53,8 @@ clean:
 	$(CARGO) clean
 	cd $(NETPROBE_DIR) && $(CARGO) clean
 	rm -rf $(OUT)
+
+# The Linux guest under vmm on a real VMX KVM, nested in Bochs (~5-8 minutes; see README).
+test-linux: build
+	@test -f $(OUT)/bzImage || $(MAKE) linux-guest
+	guest-images/nested/run.sh

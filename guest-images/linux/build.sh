@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Linux test guest: guest-images/out/bzImage (Debian's linux-source-6.1 with
-# tinyconfig + guest.config) and guest-images/out/initramfs.cpio.gz (busybox-static + init).
+# tinyconfig + guest.config), the same kernel as an ELF (guest-images/out/vmlinux) and
+# guest-images/out/initramfs.cpio.gz (busybox-static + init).
 #
 # The kernel takes about 8 minutes on 2 cores, so it is cached outside the checkout in
 # $VMM_CACHE (default ~/.cache/vmm), keyed by the source package version, guest.config and this
@@ -50,6 +51,8 @@ else
     rm -rf "$kdir"; mv "$kdir.tmp" "$kdir"
 fi
 cp "$kdir/bzImage" "$out/bzImage"
+# The same kernel uncompressed, as an ELF: vmm boots it directly, skipping the XZ step.
+strip -o "$out/vmlinux" "$kdir/vmlinux" 2>/dev/null || cp "$kdir/vmlinux" "$out/vmlinux"
 echo "linux-guest: [4/4] initramfs from busybox-static"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp"/{bin,dev,proc,sys}

@@ -1,0 +1,47 @@
+#!/bin/sh
+# Runs inside the middle machine: the Linux guest under our vmm, then under QEMU for reference,
+# each on its own tap on bridge br0 (192.0.2.1/24). Every console line of the guests is stamped
+# with the middle machine's uptime, so the host can time "VMM start" to "guest init".
+export PATH=/payload:/bin:/usr/bin
+stamp() { read -r up _ < /proc/uptime; echo "[L1 $up] NESTED: $*"; }
+# Prefixes each line with the uptime (shell builtins only: a fork per line would be slow here).
+stamped() { while IFS= read -r line; do read -r up _ < /proc/uptime; echo "[L1 $up] $line"; done; }
+stats() { for s in rx_bytes tx_bytes rx_packets tx_packets tx_dropped; do
+    echo "$1 $s=$(cat /sys/class/net/$1/statistics/$s)"; done; }
+
+echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
+echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6
+ip link set lo up
+# The host side, made with our own tapctl (netlink + tap ioctls), as the seed articles do by hand.
+tapctl bridge add br0 && ip addr add 192.0.2.1/24 dev br0 || stamp "STAGE-FAIL bridge setup"
+tapctl tap add vnet0 --bridge br0 && tapctl tap add vnet1 --bridge br0 || stamp "STAGE-FAIL tap setup"
+CMD="quiet vmm.ip=192.0.2.2/24 vmm.peer=192.0.2.1 vmm.count=3"
+
+stats vnet0 | sed 's/^/VMM-BEFORE /'
+stamp "vmm start"
+vmm --kernel /payload/bzImage --initrd /payload/initramfs.cpio.gz --mem 128 --tap vnet0 \
+    --timeout 900 --cmdline "$CMD" 2>&1 | stamped
+stamp "vmm exit"
+stats vnet0 | sed 's/^/VMM-AFTER /'
+
+stats vnet1 | sed 's/^/QEMU-BEFORE /'
+stamp "qemu start"
+# microvm has no i8042: the guest reboots by triple fault (reboot=t), which -no-reboot ends.
+timeout 600 qemu-system-x86_64 -L /q/share -enable-kvm -cpu host -M microvm,acpi=off -m 128 -smp 1 \
+    -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+    -kernel /payload/bzImage -initrd /payload/initramfs.cpio.gz \
+    -append "console=ttyS0 reboot=t panic=1 quiet vmm.ip=192.0.2.3/24 vmm.peer=192.0.2.1 vmm.count=3" \
+    -netdev tap,id=n0,ifname=vnet1,script=no,downscript=no,vnet_hdr=on \
+    -device virtio-net-device,netdev=n0 2>&1 | stamped
+stamp "qemu exit"
+stats vnet1 | sed 's/^/QEMU-AFTER /'
+
+# The same kernel as an uncompressed ELF vmlinux: no XZ decompression in the guest.
+if [ -f /payload/vmlinux ]; then
+    stats vnet0 | sed 's/^/ELF-BEFORE /'
+    stamp "vmm-elf start"
+    vmm --kernel /payload/vmlinux --initrd /payload/initramfs.cpio.gz --mem 128 --tap vnet0 \
+        --timeout 900 --cmdline "quiet vmm.ip=192.0.2.4/24 vmm.peer=192.0.2.1 vmm.count=3" 2>&1 | stamped
+    stamp "vmm-elf exit"
+    stats vnet0 | sed 's/^/ELF-AFTER /'
+fi
