@@ -4,26 +4,8 @@
 use std::process::Command;
 
 use vmm_integration_tests::{
-    guest_image, require_root, run_command, run_vmm, vmm_bin, Run, TempFile,
+    assert_one_line_error, guest_image, require_root, run_command, run_vmm, vmm_bin, TempFile,
 };
-
-/// Asserts a failed start: exit status 1 and exactly one line on stderr containing `needle`.
-fn assert_one_line_error(run: &Run, needle: &str) {
-    assert_eq!(run.code, Some(1), "{}", run.dump());
-    let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected\n{}", run.dump());
-    assert!(lines[0].starts_with("vmm: "), "{}", run.dump());
-    assert!(
-        lines[0].contains(needle),
-        "expected {needle:?}\n{}",
-        run.dump()
-    );
-    assert!(
-        run.stdout.is_empty(),
-        "no guest output expected\n{}",
-        run.dump()
-    );
-}
 
 #[test]
 fn test_missing_kernel_is_one_line() {

@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 
 use vmm_integration_tests::netns::Netns;
 use vmm_integration_tests::{
-    field, guest_image, require_kvm, require_root, run_command, tapctl_bin, vmm_bin, Run,
+    assert_one_line_error, assert_pass, field, netprobe, require_root, require_root_and_kvm,
+    run_command, tapctl_bin, vmm_bin, Run,
 };
 
 /// Macvtaps get `/dev/tapN` from devtmpfs with N = their ifindex, which is only unique per
@@ -19,36 +20,8 @@ fn macvtap_turn() -> std::sync::MutexGuard<'static, ()> {
     MACVTAP_TURN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn netprobe() -> String {
-    guest_image("netprobe.bzImage").to_str().unwrap().to_owned()
-}
-
-fn can_run(test: &str) -> bool {
-    require_root(test) && require_kvm(test)
-}
-
 fn ping(ip: &str, peer: &str, count: u32) -> String {
     format!("netprobe.mode=ping netprobe.ip={ip} netprobe.peer={peer} netprobe.count={count}")
-}
-
-fn assert_pass(run: &Run) {
-    assert!(
-        run.line("netprobe: PASS").is_some(),
-        "netprobe did not pass\n{}",
-        run.dump()
-    );
-    assert_eq!(run.code, Some(0), "{}", run.dump());
-}
-
-fn assert_one_line_error(run: &Run, needle: &str) {
-    assert_eq!(run.code, Some(1), "{}", run.dump());
-    let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected\n{}", run.dump());
-    assert!(
-        lines[0].contains(needle),
-        "expected {needle:?}\n{}",
-        run.dump()
-    );
 }
 
 fn tapctl(ns: &Netns, args: &[&str]) -> Run {
@@ -62,7 +35,7 @@ fn tapctl(ns: &Netns, args: &[&str]) -> Run {
 
 #[test]
 fn test_macvtap_bridge_mode_reaches_the_peer_and_is_removed_at_exit() {
-    if !can_run("macvtap_bridge") {
+    if !require_root_and_kvm("macvtap_bridge") {
         return;
     }
     let _turn = macvtap_turn();
@@ -97,7 +70,7 @@ fn test_macvtap_bridge_mode_reaches_the_peer_and_is_removed_at_exit() {
 
 #[test]
 fn test_macvtap_with_mac_option_sets_the_macvtap_mac() {
-    if !can_run("macvtap_mac") {
+    if !require_root_and_kvm("macvtap_mac") {
         return;
     }
     let _turn = macvtap_turn();
@@ -126,7 +99,7 @@ fn test_macvtap_with_mac_option_sets_the_macvtap_mac() {
 
 #[test]
 fn test_tap_on_bridge_is_created_attached_and_removed() {
-    if !can_run("tap_bridge") {
+    if !require_root_and_kvm("tap_bridge") {
         return;
     }
     let ns = Netns::new("tapbr");
@@ -148,7 +121,7 @@ fn test_tap_on_bridge_is_created_attached_and_removed() {
 
 #[test]
 fn test_existing_tap_is_left_as_found() {
-    if !can_run("tap_restore") {
+    if !require_root_and_kvm("tap_restore") {
         return;
     }
     let ns = Netns::new("restore");
@@ -187,7 +160,7 @@ fn test_existing_tap_is_left_as_found() {
 
 #[test]
 fn test_fd_passing_of_a_macvtap_device() {
-    if !can_run("fd_passing") {
+    if !require_root_and_kvm("fd_passing") {
         return;
     }
     let _turn = macvtap_turn();
@@ -318,7 +291,7 @@ fn macvtap_pair(mode: &str) -> (bool, bool) {
 
 #[test]
 fn test_private_macvtaps_cannot_reach_each_other_but_reach_the_peer() {
-    if !can_run("private") {
+    if !require_root_and_kvm("private") {
         return;
     }
     let _turn = macvtap_turn();
@@ -332,7 +305,7 @@ fn test_private_macvtaps_cannot_reach_each_other_but_reach_the_peer() {
 
 #[test]
 fn test_bridge_macvtaps_reach_each_other_and_the_peer() {
-    if !can_run("bridge_pair") {
+    if !require_root_and_kvm("bridge_pair") {
         return;
     }
     let _turn = macvtap_turn();

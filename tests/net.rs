@@ -6,50 +6,17 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use vmm_integration_tests::netns::{parse_mac, Netns, RawSocket};
-use vmm_integration_tests::{field, guest_image, require_kvm, require_root, Run};
+use vmm_integration_tests::{
+    assert_one_line_error, assert_pass, field, netprobe, probe_counter, require_root,
+    require_root_and_kvm, vmm_counter, Run,
+};
 
 /// The tests' EtherType (IEEE 802 local experimental), which netprobe's sink counts.
 const ETH_TEST: u16 = 0x88b5;
 
-fn netprobe() -> String {
-    guest_image("netprobe.bzImage").to_str().unwrap().to_owned()
-}
-
-/// Root and KVM, or skip (fail in CI).
-fn can_run(test: &str) -> bool {
-    require_root(test) && require_kvm(test)
-}
-
-/// A `key=value` of the `netprobe: tx_frames=...` line, as a number.
-fn probe_counter(run: &Run, key: &str) -> u64 {
-    let line = run
-        .line("netprobe: tx_frames=")
-        .unwrap_or_else(|| panic!("no counters line\n{}", run.dump()));
-    field(line, key).unwrap().parse().unwrap()
-}
-
-/// A `key=value` of the VMM's `net0:` line on stderr, as a number.
-fn vmm_counter(run: &Run, nic: &str, key: &str) -> u64 {
-    let line = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with(&format!("{nic}: ")))
-        .unwrap_or_else(|| panic!("no {nic} line\n{}", run.dump()));
-    field(line, key).unwrap().parse().unwrap()
-}
-
-fn assert_pass(run: &Run) {
-    assert!(
-        run.line("netprobe: PASS").is_some(),
-        "netprobe did not pass\n{}",
-        run.dump()
-    );
-    assert_eq!(run.code, Some(0), "{}", run.dump());
-}
-
 #[test]
 fn test_ping_20_through_tap_and_bridge_passes() {
-    if !can_run("ping") {
+    if !require_root_and_kvm("ping") {
         return;
     }
     let ns = Netns::with_bridge_and_tap("ping");
@@ -74,7 +41,7 @@ fn test_ping_20_through_tap_and_bridge_passes() {
 
 #[test]
 fn test_byte_symmetry_guest_vmm_and_tap_counters_agree() {
-    if !can_run("symmetry") {
+    if !require_root_and_kvm("symmetry") {
         return;
     }
     let ns = Netns::with_bridge_and_tap("sym");
@@ -209,7 +176,7 @@ fn test_frame(dst: [u8; 6], src: [u8; 6], seq: u16, len: usize) -> Vec<u8> {
 
 #[test]
 fn test_host_frames_written_on_the_bridge_all_reach_netprobe_sink() {
-    if !can_run("sink") {
+    if !require_root_and_kvm("sink") {
         return;
     }
     const N: u16 = 50;
@@ -245,7 +212,7 @@ fn test_host_frames_written_on_the_bridge_all_reach_netprobe_sink() {
 
 #[test]
 fn test_echo_mode_returns_each_frame_with_macs_swapped() {
-    if !can_run("echo") {
+    if !require_root_and_kvm("echo") {
         return;
     }
     const N: u16 = 5;
@@ -285,7 +252,7 @@ fn test_echo_mode_returns_each_frame_with_macs_swapped() {
 
 #[test]
 fn test_flood_frames_all_reach_the_tap() {
-    if !can_run("flood") {
+    if !require_root_and_kvm("flood") {
         return;
     }
     let ns = Netns::with_bridge_and_tap("flood");
@@ -316,7 +283,7 @@ fn test_flood_frames_all_reach_the_tap() {
 
 #[test]
 fn test_explicit_mac_reaches_the_guest() {
-    if !can_run("mac") {
+    if !require_root_and_kvm("mac") {
         return;
     }
     let ns = Netns::with_bridge_and_tap("mac");
@@ -345,7 +312,7 @@ fn test_explicit_mac_reaches_the_guest() {
 
 #[test]
 fn test_vmm_creates_an_absent_tap_and_it_is_gone_after_exit() {
-    if !can_run("tap_lifecycle") {
+    if !require_root_and_kvm("tap_lifecycle") {
         return;
     }
     let ns = Netns::new("life");
@@ -369,18 +336,6 @@ fn test_vmm_creates_an_absent_tap_and_it_is_gone_after_exit() {
     assert!(
         !ns.has_link("t0"),
         "a tap the VMM created must not outlive it"
-    );
-}
-
-/// A failed start: non-zero exit, one line naming `needle`.
-fn assert_one_line_error(run: &Run, needle: &str) {
-    assert_eq!(run.code, Some(1), "{}", run.dump());
-    let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected\n{}", run.dump());
-    assert!(
-        lines[0].contains(needle),
-        "expected {needle:?}\n{}",
-        run.dump()
     );
 }
 

@@ -7,26 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vmm_integration_tests::netns::Netns;
 use vmm_integration_tests::{
-    field, guest_image, in_ci, require_kvm, require_root, run_vmm, Run, TempFile,
+    field, in_ci, netprobe, probe_counter, require_kvm, require_root, require_root_and_kvm,
+    run_vmm, Run, TempFile,
 };
 
 const PING: &str =
     "netprobe.mode=ping netprobe.ip=192.0.2.2 netprobe.peer=192.0.2.1 netprobe.count=10";
-
-fn netprobe() -> String {
-    guest_image("netprobe.bzImage").to_str().unwrap().to_owned()
-}
-
-fn can_run(test: &str) -> bool {
-    require_root(test) && require_kvm(test)
-}
-
-fn probe_counter(run: &Run, key: &str) -> u64 {
-    let line = run
-        .line("netprobe: tx_frames=")
-        .unwrap_or_else(|| panic!("no counters\n{}", run.dump()));
-    field(line, key).unwrap().parse().unwrap()
-}
 
 /// A pcap file, read independently of the library that wrote it: (linktype, [(ts, frame)]).
 fn read_pcap(path: &str) -> (u32, Vec<(Duration, Vec<u8>)>) {
@@ -72,7 +58,7 @@ fn is_icmp(frame: &[u8]) -> bool {
 
 #[test]
 fn test_pcap_holds_every_frame_both_ways_and_tcpdump_reads_it() {
-    if !can_run("pcap") {
+    if !require_root_and_kvm("pcap") {
         return;
     }
     let ns = Netns::with_bridge_and_tap("pcap");
@@ -158,7 +144,7 @@ fn test_pcap_holds_every_frame_both_ways_and_tcpdump_reads_it() {
 
 #[test]
 fn test_trace_lines_decode_arp_and_icmp_one_line_per_frame() {
-    if !can_run("trace") {
+    if !require_root_and_kvm("trace") {
         return;
     }
     let ns = Netns::with_bridge_and_tap("trace");
@@ -240,7 +226,7 @@ fn table_row(run: &Run, label: &str) -> (u64, u64, u64, u64, String) {
 
 #[test]
 fn test_symmetry_table_numbers_are_the_counters() {
-    if !can_run("symmetry_table") {
+    if !require_root_and_kvm("symmetry_table") {
         return;
     }
     let ns = Netns::with_bridge_and_tap("table");
@@ -284,7 +270,7 @@ fn test_symmetry_table_numbers_are_the_counters() {
 
 #[test]
 fn test_sigusr1_prints_the_table_while_the_guest_runs() {
-    if !can_run("sigusr1") {
+    if !require_root_and_kvm("sigusr1") {
         return;
     }
     let ns = Netns::with_bridge_and_tap("usr1");

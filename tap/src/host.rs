@@ -173,6 +173,19 @@ impl Host {
         })
     }
 
+    /// The just-created link `name`, brought up (`ip link set NAME up`).
+    fn get_up(&mut self, name: &str, kind: &'static str) -> Result<Link, HostError> {
+        let link = self.get(name, kind)?;
+        self.set(
+            &link,
+            Changes {
+                up: Some(true),
+                ..Changes::NONE
+            },
+        )?;
+        Ok(link)
+    }
+
     /// Every link.
     pub fn links(&mut self) -> Result<Vec<Link>, HostError> {
         self.nl.links().map_err(|source| HostError::Netlink {
@@ -187,15 +200,7 @@ impl Host {
         self.nl
             .new_link(name, InfoKind::Bridge, None, None, None)
             .map_err(|e| nl_err(format!("create bridge {name}"), name, e))?;
-        let link = self.get(name, "bridge")?;
-        self.set(
-            &link,
-            Changes {
-                up: Some(true),
-                ..Changes::NONE
-            },
-        )?;
-        Ok(link)
+        self.get_up(name, "bridge")
     }
 
     /// The bridge `name`, which must exist and be a bridge.
@@ -239,15 +244,7 @@ impl Host {
         self.nl
             .new_macvtap(name, lower_link.index, mode.into(), mac)
             .map_err(|e| nl_err(format!("create macvtap {name} on {lower}"), name, e))?;
-        let link = self.get(name, "macvtap")?;
-        self.set(
-            &link,
-            Changes {
-                up: Some(true),
-                ..Changes::NONE
-            },
-        )?;
-        Ok(link)
+        self.get_up(name, "macvtap")
     }
 
     /// Attaches `dev` to `bridge` (`ip link set DEV master BRIDGE`).

@@ -82,12 +82,7 @@ impl Tap {
             .open(TUN_PATH)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => TapError::NoTunDevice,
-                io::ErrorKind::PermissionDenied => TapError::Permission(name.to_owned()),
-                _ => TapError::Ioctl {
-                    what: "open /dev/net/tun",
-                    name: name.to_owned(),
-                    source: e,
-                },
+                _ => open_error(name, "open /dev/net/tun", e),
             })?;
         let tap = Tap {
             file,
@@ -149,14 +144,7 @@ impl Tap {
         if made_node {
             let _ = std::fs::remove_file(&path);
         }
-        let file = opened.map_err(|e| match e.kind() {
-            io::ErrorKind::PermissionDenied => TapError::Permission(name.to_owned()),
-            _ => TapError::Ioctl {
-                what: "open the macvtap device",
-                name: name.to_owned(),
-                source: e,
-            },
-        })?;
+        let file = opened.map_err(|e| open_error(name, "open the macvtap device", e))?;
         let tap = Tap {
             file,
             name: name.to_owned(),
@@ -300,6 +288,18 @@ impl Tap {
     /// The tap's interface index.
     pub fn ifindex(&self) -> Result<u32, TapError> {
         ifreq::ifindex(&self.name).map_err(self.err("read the interface index"))
+    }
+}
+
+/// A failed open of a tap's device: "permission denied" names the fix, anything else the step.
+fn open_error(name: &str, what: &'static str, source: io::Error) -> TapError {
+    match source.kind() {
+        io::ErrorKind::PermissionDenied => TapError::Permission(name.to_owned()),
+        _ => TapError::Ioctl {
+            what,
+            name: name.to_owned(),
+            source,
+        },
     }
 }
 

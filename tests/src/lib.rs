@@ -161,6 +161,63 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     Some(rest.split(' ').next().unwrap_or(""))
 }
 
+/// The netprobe bzImage's path, as a string for argument lists.
+pub fn netprobe() -> String {
+    guest_image("netprobe.bzImage").to_str().unwrap().to_owned()
+}
+
+/// Root and KVM, or skip (fail in CI).
+pub fn require_root_and_kvm(test: &str) -> bool {
+    require_root(test) && require_kvm(test)
+}
+
+/// netprobe passed and the VMM exited 0.
+pub fn assert_pass(run: &Run) {
+    assert!(
+        run.line("netprobe: PASS").is_some(),
+        "netprobe did not pass\n{}",
+        run.dump()
+    );
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+}
+
+/// A failed start: exit status 1, exactly one `vmm: ...` line on stderr containing `needle`,
+/// and no guest output.
+pub fn assert_one_line_error(run: &Run, needle: &str) {
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected\n{}", run.dump());
+    assert!(lines[0].starts_with("vmm: "), "{}", run.dump());
+    assert!(
+        lines[0].contains(needle),
+        "expected {needle:?}\n{}",
+        run.dump()
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "no guest output expected\n{}",
+        run.dump()
+    );
+}
+
+/// A `key=value` of netprobe's `netprobe: tx_frames=...` counters line, as a number.
+pub fn probe_counter(run: &Run, key: &str) -> u64 {
+    let line = run
+        .line("netprobe: tx_frames=")
+        .unwrap_or_else(|| panic!("no counters line\n{}", run.dump()));
+    field(line, key).unwrap().parse().unwrap()
+}
+
+/// A `key=value` of the VMM's `<nic>: tap=...` line on stderr, as a number.
+pub fn vmm_counter(run: &Run, nic: &str, key: &str) -> u64 {
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("{nic}: ")))
+        .unwrap_or_else(|| panic!("no {nic} line\n{}", run.dump()));
+    field(line, key).unwrap().parse().unwrap()
+}
+
 /// A minimal 64-bit ELF whose single segment holds `code` at 0x100000 (the entry point).
 /// For tests that need a guest doing one specific, usually wrong, thing.
 pub fn tiny_elf(code: &[u8]) -> Vec<u8> {
