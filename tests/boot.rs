@@ -159,3 +159,29 @@ fn test_sse_guest_under_pvm_reports_kvm_internal_error_with_rip() {
     assert!(run.stderr.contains("KVM internal error"), "{}", run.dump());
     assert!(run.stderr.contains("RIP 0x100000"), "{}", run.dump());
 }
+
+#[test]
+fn test_sigusr1_does_not_kill_a_vm_without_nics() {
+    if !require_kvm("usr1_no_nic") {
+        return;
+    }
+    // jmp $ forever; the VMM must survive SIGUSR1 and stop at its --timeout.
+    let guest = TempFile::with("spin-usr1.elf", &tiny_elf(&[0xeb, 0xfe]));
+    let child = std::process::Command::new(vmm_integration_tests::vmm_bin())
+        .args(["--kernel", guest.path(), "--timeout", "3"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

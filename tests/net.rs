@@ -108,8 +108,9 @@ fn test_byte_symmetry_guest_vmm_and_tap_counters_agree() {
         run.dump()
     );
     assert_eq!(vmm_counter(&run, "net0", "dropped"), 0, "{}", run.dump());
-    // One ARP (42 bytes) and 10 echo requests (98 bytes each) left the guest.
-    assert_eq!(tap_rx, 42 + 10 * 98, "{}", run.dump());
+    // At least one ARP (42 bytes) and 10 echo requests (98 bytes each) left the guest; more if
+    // the host asked for the guest's MAC meanwhile (netprobe answers such ARP probes).
+    assert!(tap_rx >= 42 + 10 * 98, "{}", run.dump());
 }
 
 /// Starts vmm in `ns`, waits for netprobe's "ready" line, runs `during` with the guest's MAC,
@@ -265,17 +266,32 @@ fn test_flood_frames_all_reach_the_tap() {
         120,
     );
     assert_pass(&run);
-    // One ARP request, then 200 frames of 1000 bytes.
-    assert_eq!(ns.stat("vnet0", "rx_packets") - rxp0, 201, "{}", run.dump());
-    assert_eq!(
+    // One ARP request, then 200 frames of 1000 bytes (plus any ARP reply netprobe sent meanwhile):
+    // every one of them reached the tap, and the device counted exactly what the tap received.
+    let (tap_packets, tap_bytes) = (
+        ns.stat("vnet0", "rx_packets") - rxp0,
         ns.stat("vnet0", "rx_bytes") - rx0,
-        42 + 200 * 1000,
+    );
+    assert!(
+        tap_packets >= 201 && tap_bytes >= 42 + 200 * 1000,
         "{}",
         run.dump()
     );
     assert_eq!(
         vmm_counter(&run, "net0", "guest_tx_frames"),
-        201,
+        tap_packets,
+        "{}",
+        run.dump()
+    );
+    assert_eq!(
+        vmm_counter(&run, "net0", "guest_tx_bytes"),
+        tap_bytes,
+        "{}",
+        run.dump()
+    );
+    assert_eq!(
+        probe_counter(&run, "tx_frames"),
+        tap_packets,
         "{}",
         run.dump()
     );

@@ -120,9 +120,9 @@ fn nics(args: &Args, matches: &ArgMatches) -> anyhow::Result<Vec<NicConfig>> {
 
 fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let nics = nics(&args, matches)?;
-    if !nics.is_empty() {
-        vmm::signals::install();
-    }
+    // Ctrl-C/SIGTERM undo host changes; SIGUSR1 prints the symmetry table (and must not kill a
+    // VM without NICs, which is SIGUSR1's default action).
+    vmm::signals::install();
     let config = VmConfig {
         kernel: args.kernel,
         initrd: args.initrd,
