@@ -405,6 +405,13 @@ fn test_tapctl_builds_the_seed_setup_and_shows_it() {
         mv0.contains("macvtap/vepa@vA") && mv0.contains("/dev/tap"),
         "{mv0}"
     );
+    let quiet = tapctl(&ns, &["bridge", "add", "br1", "--no-mcast-snooping"]);
+    assert_eq!(quiet.code, Some(0), "{}", quiet.dump());
+    assert!(ns.sh("ip -d link show br1").contains("mcast_snooping 0"));
+    assert!(
+        ns.sh("ip -d link show br0").contains("mcast_snooping 1"),
+        "the default is the kernel's"
+    );
     // What ip sees agrees.
     assert!(ns.sh("ip -d link show vnet0").contains("master br0"));
     assert!(ns.sh("ip -d link show mv0").contains("macvtap mode vepa"));
@@ -420,7 +427,7 @@ fn test_tapctl_builds_the_seed_setup_and_shows_it() {
     assert!(err.stderr.contains("vA is not a bridge"), "{}", err.dump());
     assert!(!ns.has_link("vnet1"), "a failed tap add leaves nothing");
 
-    for name in ["mv0", "vnet0", "br0"] {
+    for name in ["mv0", "vnet0", "br0", "br1"] {
         assert_eq!(tapctl(&ns, &["del", name]).code, Some(0));
         assert!(!ns.has_link(name));
     }

@@ -13,7 +13,7 @@ echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
 echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6
 ip link set lo up
 # The host side, made with our own tapctl (netlink + tap ioctls), as the seed articles do by hand.
-tapctl bridge add br0 && ip addr add 192.0.2.1/24 dev br0 || stamp "STAGE-FAIL bridge setup"
+tapctl bridge add br0 --no-mcast-snooping && ip addr add 192.0.2.1/24 dev br0 || stamp "STAGE-FAIL bridge setup"
 tapctl tap add vnet0 --bridge br0 && tapctl tap add vnet1 --bridge br0 || stamp "STAGE-FAIL tap setup"
 CMD="quiet vmm.ip=192.0.2.2/24 vmm.peer=192.0.2.1 vmm.count=3"
 

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use netlink_packet_route::link::{InfoKind, MacVtapMode};
+use netlink_packet_route::link::{InfoBridge, InfoData, InfoKind, MacVtapMode};
 
 use crate::ifname::{validate_ifname, IfNameError};
 use crate::netlink::{Changes, Link, Netlink};
@@ -195,10 +195,14 @@ impl Host {
     }
 
     /// Creates bridge `name` and brings it up (`ip link add NAME type bridge; ip link set NAME up`).
-    pub fn add_bridge(&mut self, name: &str) -> Result<Link, HostError> {
+    /// Without `mcast_snooping` the bridge does not join 224.0.0.106 and so sends no IGMP report
+    /// of its own (`mcast_snooping 0`): only its ports' traffic crosses it.
+    pub fn add_bridge(&mut self, name: &str, mcast_snooping: bool) -> Result<Link, HostError> {
         validate_ifname(name)?;
+        let data =
+            (!mcast_snooping).then(|| InfoData::Bridge(vec![InfoBridge::MulticastSnooping(false)]));
         self.nl
-            .new_link(name, InfoKind::Bridge, None, None, None)
+            .new_link(name, InfoKind::Bridge, data, None, None)
             .map_err(|e| nl_err(format!("create bridge {name}"), name, e))?;
         self.get_up(name, "bridge")
     }

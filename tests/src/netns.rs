@@ -35,11 +35,14 @@ impl Netns {
     }
 
     /// A namespace with bridge br0 (192.0.2.1/24) and a persistent tap vnet0 attached to it:
-    /// the seed setup.
+    /// the seed setup. br0 does no multicast snooping: a snooping bridge joins 224.0.0.106 and
+    /// reports it (IGMPv3) when its first port comes up — like IPv6's chatter, a frame besides
+    /// the test's own traffic that could reach the guest after it stopped counting.
     pub fn with_bridge_and_tap(tag: &str) -> Netns {
         let ns = Netns::new(tag);
         ns.sh(
-            "ip link add br0 type bridge && ip addr add 192.0.2.1/24 dev br0 && ip link set br0 up && \
+            "ip link add br0 type bridge mcast_snooping 0 && \
+             ip addr add 192.0.2.1/24 dev br0 && ip link set br0 up && \
              ip tuntap add dev vnet0 mode tap vnet_hdr && ip link set vnet0 master br0 && ip link set vnet0 up",
         );
         ns

@@ -80,6 +80,10 @@ enum BridgeOp {
     Add {
         /// Bridge name.
         name: String,
+        /// No multicast snooping: the bridge then sends no IGMP report of its own, so only its
+        /// ports' traffic crosses it (`ip link add NAME type bridge mcast_snooping 0`).
+        #[arg(long)]
+        no_mcast_snooping: bool,
     },
     /// Delete a bridge (its ports are detached, not deleted).
     Del {
@@ -214,9 +218,13 @@ fn run(args: Args) -> Result<(), String> {
     let h = &mut host;
     let res: Result<(), HostError> = match args.command {
         Command::Bridge {
-            op: BridgeOp::Add { name },
+            op:
+                BridgeOp::Add {
+                    name,
+                    no_mcast_snooping,
+                },
         } => h
-            .add_bridge(&name)
+            .add_bridge(&name, !no_mcast_snooping)
             .map(|_| println!("bridge {name} created and up")),
         Command::Bridge {
             op: BridgeOp::Del { name },
