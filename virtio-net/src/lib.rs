@@ -13,6 +13,7 @@
 //! - [`observer`]: a hook that sees every frame moved (tracing, pcap).
 
 pub mod backend;
+mod buffers;
 pub mod counters;
 pub mod device;
 pub mod event_handler;

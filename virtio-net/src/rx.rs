@@ -4,8 +4,9 @@
 //! 1. pop a chain the driver made available on the RX queue; if there is none, stop reading
 //!    the tap until the driver adds buffers and notifies the RX queue — the frame waits in the
 //!    tap's queue instead of being read and dropped, and we do not spin on a readable fd;
-//! 2. turn its descriptors into guest-memory slices, each device-writable and in guest RAM,
-//!    large enough for a full frame; a bad chain is completed with length 0 and counted;
+//! 2. turn its descriptors into guest-memory slices, each device-writable and in guest RAM
+//!    (`chain_buffers` in buffers.rs), large enough for a full frame; a bad chain is completed with length 0
+//!    and counted;
 //! 3. one `readv` from the tap straight into those slices: `[virtio_net_hdr_v1 | frame]`;
 //! 4. set the header's `num_buffers` to 1 (the tap leaves those two bytes alone);
 //! 5. put the chain on the used ring with the length written;
@@ -15,9 +16,10 @@
 use std::io::ErrorKind;
 
 use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestMemoryBackend, VolatileSlice};
+use vm_memory::{Bytes, VolatileSlice};
 
 use crate::backend::Backend;
+use crate::buffers::{chain_buffers, Access};
 use crate::counters::NetCounters;
 use crate::device::{Net, RX_QUEUE};
 use crate::observer::{observe, Direction};
@@ -69,53 +71,42 @@ impl<B: Backend> Net<B> {
                 break;
             };
             let head = chain.head_index();
-            let mut slices: Vec<VolatileSlice<'_>> = Vec::with_capacity(4);
-            let mut capacity = 0usize;
-            let mut malformed = false;
-            for desc in chain {
-                let slice = desc
-                    .is_write_only()
-                    .then(|| mem.get_slice(desc.addr(), desc.len() as usize).ok())
-                    .flatten();
-                match slice {
-                    Some(s) => {
-                        capacity += s.len();
-                        slices.push(s);
-                    }
-                    None => malformed = true,
-                }
-            }
+            let buffers = chain_buffers(chain, mem, Access::Write);
             let mut written = 0u32;
-            if malformed {
-                log::debug!("virtio-net RX: returning malformed chain {head} unused");
-                NetCounters::inc(&counters.rx_malformed);
-            } else if capacity < min_chain {
-                log::debug!(
-                    "virtio-net RX: chain {head} holds {capacity} bytes, a frame needs {min_chain}"
-                );
-                NetCounters::inc(&counters.rx_too_small);
-            } else {
-                match self.backend.read_frame(&slices) {
-                    Ok(n) if n >= VNET_HDR_LEN => {
-                        set_num_buffers(&slices);
-                        written = n as u32;
-                        NetCounters::inc(&counters.rx_frames);
-                        NetCounters::add(&counters.rx_bytes, (n - VNET_HDR_LEN) as u64);
-                        if let Some(observer) = self.observer.as_deref_mut() {
-                            observe(observer, Direction::Rx, RX_QUEUE as u16, head, &slices, n);
+            match buffers {
+                None => {
+                    log::debug!("virtio-net RX: returning malformed chain {head} unused");
+                    NetCounters::inc(&counters.rx_malformed);
+                }
+                Some((_, capacity)) if capacity < min_chain => {
+                    log::debug!(
+                        "virtio-net RX: chain {head} holds {capacity} bytes, a frame needs {min_chain}"
+                    );
+                    NetCounters::inc(&counters.rx_too_small);
+                }
+                Some((slices, _)) => {
+                    match self.backend.read_frame(&slices) {
+                        Ok(n) if n >= VNET_HDR_LEN => {
+                            set_num_buffers(&slices);
+                            written = n as u32;
+                            NetCounters::inc(&counters.rx_frames);
+                            NetCounters::add(&counters.rx_bytes, (n - VNET_HDR_LEN) as u64);
+                            if let Some(observer) = self.observer.as_deref_mut() {
+                                observe(observer, Direction::Rx, RX_QUEUE as u16, head, &slices, n);
+                            }
                         }
-                    }
-                    Ok(_) => NetCounters::inc(&counters.rx_backend_errors),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        // No frame: give the chain back for the next one.
-                        queue.set_next_avail(queue.next_avail().wrapping_sub(1));
-                        outcome = RxOutcome::TapEmpty;
-                        break;
-                    }
-                    Err(e) => {
-                        // EFAULT: the frame did not fit; the tap dropped it.
-                        log::debug!("virtio-net RX: reading the tap failed: {e}");
-                        NetCounters::inc(&counters.rx_backend_errors);
+                        Ok(_) => NetCounters::inc(&counters.rx_backend_errors),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            // No frame: give the chain back for the next one.
+                            queue.set_next_avail(queue.next_avail().wrapping_sub(1));
+                            outcome = RxOutcome::TapEmpty;
+                            break;
+                        }
+                        Err(e) => {
+                            // EFAULT: the frame did not fit; the tap dropped it.
+                            log::debug!("virtio-net RX: reading the tap failed: {e}");
+                            NetCounters::inc(&counters.rx_backend_errors);
+                        }
                     }
                 }
             }

@@ -3,7 +3,7 @@
 //!
 //! 1. pop it from the avail ring (virtio-queue checks the head index);
 //! 2. turn its descriptors into guest-memory slices, checking each is device-readable and lies
-//!    in guest RAM; a bad chain is completed with length 0 and counted;
+//!    in guest RAM (`chain_buffers` in buffers.rs); a bad chain is completed with length 0 and counted;
 //! 3. one `writev` of those slices to the tap: the kernel strips the 12-byte header
 //!    (IFF_VNET_HDR) and the frame is *received* on the tap interface (host rx_bytes);
 //! 4. put the chain on the used ring (length 0: we wrote nothing into it);
@@ -14,14 +14,13 @@
 
 use std::io::ErrorKind;
 
-use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::{GuestMemoryBackend, VolatileSlice};
-
 use crate::backend::Backend;
+use crate::buffers::{chain_buffers, Access};
 use crate::counters::NetCounters;
 use crate::device::{Net, TX_QUEUE};
 use crate::observer::{observe, Direction};
 use crate::VNET_HDR_LEN;
+use virtio_queue::{QueueOwnedT, QueueT};
 
 /// Largest TX chain we accept: a 64 KiB frame plus the header (without GSO, frames are far
 /// smaller; this only bounds what a hostile driver can make us gather).
@@ -56,26 +55,14 @@ impl<B: Backend> Net<B> {
         }
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
-            let mut slices: Vec<VolatileSlice<'_>> = Vec::with_capacity(4);
-            let mut total = 0usize;
-            let mut malformed = false;
-            for desc in chain {
-                let slice = (!desc.is_write_only())
-                    .then(|| mem.get_slice(desc.addr(), desc.len() as usize).ok())
-                    .flatten();
-                match slice {
-                    Some(s) => {
-                        total += s.len();
-                        slices.push(s);
-                    }
-                    None => malformed = true,
+            let buffers = chain_buffers(chain, mem, Access::Read)
+                .filter(|(_, total)| (VNET_HDR_LEN..=MAX_TX_CHAIN_BYTES).contains(total));
+            match buffers {
+                None => {
+                    log::debug!("virtio-net TX: dropping malformed chain {head}");
+                    NetCounters::inc(&counters.tx_malformed);
                 }
-            }
-            if malformed || !(VNET_HDR_LEN..=MAX_TX_CHAIN_BYTES).contains(&total) {
-                log::debug!("virtio-net TX: dropping malformed chain {head} ({total} bytes)");
-                NetCounters::inc(&counters.tx_malformed);
-            } else {
-                match self.backend.write_frame(&slices) {
+                Some((slices, total)) => match self.backend.write_frame(&slices) {
                     Ok(_) => {
                         NetCounters::inc(&counters.tx_frames);
                         NetCounters::add(&counters.tx_bytes, (total - VNET_HDR_LEN) as u64);
@@ -100,7 +87,7 @@ impl<B: Backend> Net<B> {
                         log::debug!("virtio-net TX: tap refused a frame: {e}");
                         NetCounters::inc(&counters.tx_backend_errors);
                     }
-                }
+                },
             }
             if queue.add_used(mem, head, 0).is_err() {
                 self.fail("TX used ring is outside guest memory");

@@ -53,49 +53,39 @@ pub fn run_all() {
 
 fn apply(host: &mut Host, undo: &Undo) -> Result<(), vmm_tap::HostError> {
     log::info!("cleanup: {undo:?}");
-    match undo {
-        Undo::DeleteLink(name) => host.delete(name),
-        Undo::SetMaster(name, master) => {
-            let link = host.get(name, "interface")?;
-            host.set(
-                &link,
-                Changes {
-                    master: Some(*master),
-                    ..Changes::NONE
-                },
-            )
-        }
-        Undo::SetMtu(name, mtu) => {
-            let link = host.get(name, "interface")?;
-            host.set(
-                &link,
-                Changes {
-                    mtu: Some(*mtu),
-                    ..Changes::NONE
-                },
-            )
-        }
-        Undo::SetMac(name, mac) => {
-            let link = host.get(name, "interface")?;
-            host.set(
-                &link,
-                Changes {
-                    mac: Some(*mac),
-                    ..Changes::NONE
-                },
-            )
-        }
-        Undo::SetDown(name) => {
-            let link = host.get(name, "interface")?;
-            host.set(
-                &link,
-                Changes {
-                    up: Some(false),
-                    ..Changes::NONE
-                },
-            )
-        }
-    }
+    let (name, changes) = match undo {
+        Undo::DeleteLink(name) => return host.delete(name),
+        Undo::SetMaster(name, master) => (
+            name,
+            Changes {
+                master: Some(*master),
+                ..Changes::NONE
+            },
+        ),
+        Undo::SetMtu(name, mtu) => (
+            name,
+            Changes {
+                mtu: Some(*mtu),
+                ..Changes::NONE
+            },
+        ),
+        Undo::SetMac(name, mac) => (
+            name,
+            Changes {
+                mac: Some(*mac),
+                ..Changes::NONE
+            },
+        ),
+        Undo::SetDown(name) => (
+            name,
+            Changes {
+                up: Some(false),
+                ..Changes::NONE
+            },
+        ),
+    };
+    let link = host.get(name, "interface")?;
+    host.set(&link, changes)
 }
 
 #[cfg(test)]
