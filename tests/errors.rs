@@ -160,14 +160,14 @@ fn test_dev_kvm_permission_denied_says_what_to_do() {
         return;
     }
     // Drop to nobody, who is not in the group owning /dev/kvm.
-    let kernel = guest_image("netprobe.elf");
+    let copies = vmm_integration_tests::UnprivilegedCopies::new("kvm-perm");
     let run = run_command(Command::new("setpriv").args([
         "--reuid=65534",
         "--regid=65534",
         "--clear-groups",
-        vmm_bin().to_str().unwrap(),
+        &copies.vmm,
         "--kernel",
-        kernel.to_str().unwrap(),
+        &copies.kernel,
     ]));
     assert_one_line_error(
         &run,

@@ -410,6 +410,7 @@ fn test_tap_without_permission_says_run_as_root() {
         return;
     }
     let ns = Netns::new("perm");
+    let copies = vmm_integration_tests::UnprivilegedCopies::new("tap-perm");
     let run = vmm_integration_tests::run_command(std::process::Command::new("ip").args([
         "netns",
         "exec",
@@ -418,9 +419,9 @@ fn test_tap_without_permission_says_run_as_root() {
         "--reuid=65534",
         "--regid=65534",
         "--clear-groups",
-        vmm_integration_tests::vmm_bin().to_str().unwrap(),
+        &copies.vmm,
         "--kernel",
-        &netprobe(),
+        &copies.kernel,
         "--tap",
         "t0",
     ]));

@@ -246,6 +246,42 @@ pub fn tiny_elf(code: &[u8]) -> Vec<u8> {
     elf
 }
 
+/// Copies of the `vmm` binary and the netprobe ELF that an unprivileged user can run and read,
+/// whatever the permissions of the checkout (CI may clone into a 0700 directory). For tests that
+/// drop to `nobody` to check a permission error; removed when dropped.
+pub struct UnprivilegedCopies {
+    dir: PathBuf,
+    /// The copied `vmm`.
+    pub vmm: String,
+    /// The copied netprobe.elf.
+    pub kernel: String,
+}
+
+impl UnprivilegedCopies {
+    /// Makes the copies in a fresh 0755 directory under the system temp dir.
+    pub fn new(tag: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("vmm-test-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = |from: &Path, name: &str, mode: u32| {
+            let to = dir.join(name);
+            std::fs::copy(from, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+            to.to_str().unwrap().to_owned()
+        };
+        let vmm = copy(&vmm_bin(), "vmm", 0o755);
+        let kernel = copy(&guest_image("netprobe.elf"), "netprobe.elf", 0o644);
+        UnprivilegedCopies { dir, vmm, kernel }
+    }
+}
+
+impl Drop for UnprivilegedCopies {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A scratch file that is removed when dropped.
 pub struct TempFile(pub PathBuf);
 
