@@ -270,6 +270,32 @@ impl Tap {
         Ok(())
     }
 
+    /// Which of `wanted` (TUN_F_* bits) the tap accepts in TUNSETOFFLOAD, tried one group at a
+    /// time as QEMU does: checksum first (every other offload needs it), then TSO4/TSO6 with
+    /// ECN, UFO, and USO4+USO6 (Linux 6.2 and later). The tap is left with no offloads.
+    ///
+    /// Unknown bits make the kernel answer EINVAL ("a way to test for new features in future by
+    /// trying to set them", `drivers/net/tun.c`), so this is how a VMM learns what it may offer.
+    pub fn probe_offloads(&self, wanted: u32) -> u32 {
+        const GROUPS: [u32; 3] = [
+            libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN,
+            libc::TUN_F_UFO,
+            libc::TUN_F_USO4 | libc::TUN_F_USO6,
+        ];
+        let mut accepted = 0;
+        if wanted & libc::TUN_F_CSUM != 0 && self.set_offload(libc::TUN_F_CSUM).is_ok() {
+            accepted = libc::TUN_F_CSUM;
+            for group in GROUPS {
+                let group = group & wanted;
+                if group != 0 && self.set_offload(libc::TUN_F_CSUM | group).is_ok() {
+                    accepted |= group;
+                }
+            }
+        }
+        let _ = self.set_offload(0);
+        accepted
+    }
+
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name

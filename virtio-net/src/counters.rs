@@ -23,8 +23,18 @@ pub struct NetCounters {
     pub rx_malformed: AtomicU64,
     /// RX chains too small for a full frame (returned unused).
     pub rx_too_small: AtomicU64,
-    /// Frames lost reading the tap (other than "no frame waiting").
+    /// Frames lost reading the tap (other than "no frame waiting"), or cut short by it.
     pub rx_backend_errors: AtomicU64,
+    /// Frames that filled more than one RX chain (VIRTIO_NET_F_MRG_RXBUF, num_buffers > 1).
+    pub rx_merged_frames: AtomicU64,
+    /// Queue notifications from the driver (QueueNotify writes), RX queue.
+    pub rx_notifications: AtomicU64,
+    /// Queue notifications from the driver, TX queue.
+    pub tx_notifications: AtomicU64,
+    /// Used-buffer interrupts raised (the rest were suppressed as the driver asked).
+    pub interrupts: AtomicU64,
+    /// The features the driver accepted at its last activation (kept across a reset).
+    pub features: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -48,6 +58,16 @@ pub struct CountersSnapshot {
     pub rx_too_small: u64,
     /// See [`NetCounters::rx_backend_errors`].
     pub rx_backend_errors: u64,
+    /// See [`NetCounters::rx_merged_frames`].
+    pub rx_merged_frames: u64,
+    /// See [`NetCounters::rx_notifications`].
+    pub rx_notifications: u64,
+    /// See [`NetCounters::tx_notifications`].
+    pub tx_notifications: u64,
+    /// See [`NetCounters::interrupts`].
+    pub interrupts: u64,
+    /// See [`NetCounters::features`].
+    pub features: u64,
 }
 
 impl CountersSnapshot {
@@ -72,6 +92,11 @@ impl NetCounters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Records the features of an activation.
+    pub fn set_features(&self, features: u64) {
+        self.features.store(features, Ordering::Relaxed);
+    }
+
     /// Reads all counters.
     pub fn snapshot(&self) -> CountersSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -85,6 +110,11 @@ impl NetCounters {
             rx_malformed: get(&self.rx_malformed),
             rx_too_small: get(&self.rx_too_small),
             rx_backend_errors: get(&self.rx_backend_errors),
+            rx_merged_frames: get(&self.rx_merged_frames),
+            rx_notifications: get(&self.rx_notifications),
+            tx_notifications: get(&self.tx_notifications),
+            interrupts: get(&self.interrupts),
+            features: get(&self.features),
         }
     }
 }

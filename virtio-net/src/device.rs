@@ -4,19 +4,24 @@
 use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 
+use std::sync::atomic::{fence, Ordering};
+
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{
-    virtio_net_config, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
-    VIRTIO_NET_S_LINK_UP,
+    virtio_net_config, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_S_LINK_UP,
 };
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VRING_AVAIL_F_NO_INTERRUPT};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::backend::Backend;
 use crate::counters::NetCounters;
+use crate::features;
+use crate::iovecs::IovecArray;
 use crate::observer::FrameObserver;
+use crate::rx::RxBuffers;
 use crate::virtio_device::{ActivateError, Interrupt, VirtioDevice};
 use crate::MacAddr;
 
@@ -27,24 +32,35 @@ pub const TX_QUEUE: usize = 1;
 /// Maximum size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
 
-/// The features we offer: version 1 (no legacy layout), a MAC address and a link status in
-/// config space, and the MTU. No offloads: the tap is told TUNSETOFFLOAD(0) to match.
-pub const AVAIL_FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
-    | (1 << VIRTIO_NET_F_MAC)
-    | (1 << VIRTIO_NET_F_STATUS)
-    | (1 << VIRTIO_NET_F_MTU);
+/// Ethernet header length.
+pub const ETH_HLEN: usize = 14;
+/// Largest frame a GSO offload can deliver: a 64 KiB IP packet behind an Ethernet header (the
+/// figure Firecracker and Cloud Hypervisor use; with the header, 65,562 bytes of RX buffers).
+pub const MAX_GSO_FRAME: usize = 65_550;
 
-/// What the device works with once the driver has set it up.
+/// What the device works with once the driver has set it up. Everything a frame needs is
+/// allocated here, at activation, so that moving frames allocates nothing.
 pub(crate) struct Active {
     pub(crate) mem: GuestMemoryMmap,
     pub(crate) rx: Queue,
     pub(crate) tx: Queue,
+    /// RX chains taken from the ring and not yet filled (see rx.rs).
+    pub(crate) rx_buffers: RxBuffers,
+    /// Scratch iovecs for the TX chain being sent.
+    pub(crate) tx_iovs: IovecArray,
+    /// VIRTIO_NET_F_MRG_RXBUF: a frame may span several RX chains.
+    pub(crate) mergeable: bool,
+    /// Bytes of RX buffer the largest possible frame needs, header included.
+    pub(crate) rx_frame_max: usize,
 }
 
 /// A virtio-net device on a backend (a tap in the VMM, a fake in unit tests).
 pub struct Net<B: Backend> {
     mac: MacAddr,
     mtu: u16,
+    /// TUN_F_* offloads the backend accepted when probed.
+    backend_offloads: u32,
+    avail_features: u64,
     acked_features: u64,
     pub(crate) backend: B,
     pub(crate) active: Option<Active>,
@@ -66,11 +82,15 @@ pub struct Net<B: Backend> {
 }
 
 impl<B: Backend> Net<B> {
-    /// Creates a device with `mac` and `mtu` on `backend`.
-    pub fn new(backend: B, mac: MacAddr, mtu: u16) -> std::io::Result<Self> {
+    /// Creates a device with `mac` and `mtu` on `backend`, offering every offload the backend
+    /// supports (see [`features`]).
+    pub fn new(mut backend: B, mac: MacAddr, mtu: u16) -> std::io::Result<Self> {
+        let backend_offloads = backend.supported_offloads();
         Ok(Self {
             mac,
             mtu,
+            backend_offloads,
+            avail_features: features::offered(backend_offloads, true),
             acked_features: 0,
             backend,
             active: None,
@@ -84,6 +104,11 @@ impl<B: Backend> Net<B> {
             tx_waiting_for_tap: false,
             observer: None,
         })
+    }
+
+    /// Offers checksum and segmentation offloads (the default) or none (`offload=off`).
+    pub fn set_offload(&mut self, enabled: bool) {
+        self.avail_features = features::offered(self.backend_offloads, enabled);
     }
 
     /// Shows every frame moved to `observer` (tracing, capture).
@@ -116,6 +141,35 @@ impl<B: Backend> Net<B> {
         self.active.is_some()
     }
 
+    /// The same device, activated state and all, on another backend (tests only).
+    #[cfg(test)]
+    pub(crate) fn with_backend_for_test<C: Backend>(self, backend: C) -> Net<C> {
+        Net {
+            mac: self.mac,
+            mtu: self.mtu,
+            backend_offloads: self.backend_offloads,
+            avail_features: self.avail_features,
+            acked_features: self.acked_features,
+            backend,
+            active: self.active,
+            needs_reset: self.needs_reset,
+            interrupt: self.interrupt,
+            counters: self.counters,
+            queue_evts: self.queue_evts,
+            state_evt: self.state_evt,
+            subscribed: self.subscribed,
+            rx_waiting_for_buffers: self.rx_waiting_for_buffers,
+            tx_waiting_for_tap: self.tx_waiting_for_tap,
+            observer: self.observer,
+        }
+    }
+
+    /// The backend, to change it (tests only).
+    #[cfg(test)]
+    pub(crate) fn backend_mut_for_test(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
     /// The config space (virtio 1.2 §5.1.4): MAC, link up, one queue pair, MTU; little endian.
     fn config_space(&self) -> [u8; size_of::<virtio_net_config>()] {
         let mut config = [0u8; size_of::<virtio_net_config>()];
@@ -133,6 +187,12 @@ impl<B: Backend> Net<B> {
         );
         put(offset_of!(virtio_net_config, mtu), &self.mtu.to_le_bytes());
         config
+    }
+
+    /// Raises the used-buffer interrupt and counts it.
+    pub(crate) fn signal_used(interrupt: &Interrupt, counters: &NetCounters) {
+        NetCounters::inc(&counters.interrupts);
+        interrupt.signal_used_queue();
     }
 
     /// Records a ring the guest corrupted: the device stops until reset, and says so.
@@ -155,15 +215,16 @@ impl<B: Backend> VirtioDevice for Net<B> {
     }
 
     fn features(&self) -> u64 {
-        AVAIL_FEATURES
+        self.avail_features
     }
 
     fn ack_features(&mut self, features: u64) {
-        self.acked_features = features & AVAIL_FEATURES;
+        self.acked_features = features & self.avail_features;
     }
 
     fn features_ok(&self) -> bool {
-        self.acked_features & (1 << VIRTIO_F_VERSION_1) != 0
+        features::has(self.acked_features, VIRTIO_F_VERSION_1)
+            && features::dependencies_ok(self.acked_features)
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -202,8 +263,16 @@ impl<B: Backend> VirtioDevice for Net<B> {
         if queues.len() != 2 {
             return Err(ActivateError::InvalidQueue(queues.len()));
         }
-        let tx = queues.pop().unwrap_or_else(|| unreachable!());
-        let rx = queues.pop().unwrap_or_else(|| unreachable!());
+        let mut tx = queues.pop().unwrap_or_else(|| unreachable!());
+        let mut rx = queues.pop().unwrap_or_else(|| unreachable!());
+        let acked = self.acked_features;
+        let event_idx = features::has(acked, VIRTIO_RING_F_EVENT_IDX);
+        rx.set_event_idx(event_idx);
+        tx.set_event_idx(event_idx);
+        let offloads = features::tap_offloads(acked);
+        self.backend
+            .set_offloads(offloads)
+            .map_err(ActivateError::Offloads)?;
         for (name, q) in [("rx", &rx), ("tx", &tx)] {
             log::debug!(
                 "virtio-net {}: {name} queue size {} desc {:#x} avail {:#x} used {:#x}",
@@ -214,7 +283,26 @@ impl<B: Backend> VirtioDevice for Net<B> {
                 q.used_ring()
             );
         }
-        self.active = Some(Active { mem, rx, tx });
+        let max_frame = if acked & features::GUEST_GSO != 0 {
+            MAX_GSO_FRAME
+        } else {
+            ETH_HLEN + usize::from(self.mtu)
+        };
+        log::debug!(
+            "virtio-net {}: features {} (tap offloads {offloads:#x})",
+            self.mac,
+            features::names(acked)
+        );
+        self.counters.set_features(acked);
+        self.active = Some(Active {
+            mem,
+            rx_buffers: RxBuffers::new(rx.size()),
+            tx_iovs: IovecArray::with_capacity(usize::from(tx.size())),
+            rx,
+            tx,
+            mergeable: features::has(acked, VIRTIO_NET_F_MRG_RXBUF),
+            rx_frame_max: crate::VNET_HDR_LEN + max_frame,
+        });
         self.rx_waiting_for_buffers = false;
         self.tx_waiting_for_tap = false;
         self.state_evt.write(1).map_err(ActivateError::Signal)
@@ -223,6 +311,13 @@ impl<B: Backend> VirtioDevice for Net<B> {
     fn reset(&mut self) {
         self.active = None;
         self.acked_features = 0;
+        // The next driver may accept fewer offloads: the tap must not keep sending them.
+        if let Err(e) = self.backend.set_offloads(0) {
+            log::warn!(
+                "virtio-net {}: cannot clear the tap's offloads: {e}",
+                self.mac
+            );
+        }
         self.needs_reset = false;
         self.rx_waiting_for_buffers = false;
         self.tx_waiting_for_tap = false;
@@ -247,11 +342,26 @@ impl<B: Backend> VirtioDevice for Net<B> {
     }
 }
 
+/// Whether the driver wants an interrupt for the used buffers just added to `queue`: with
+/// EVENT_IDX, `used_event` decides (virtio-queue does the index arithmetic); without it, the
+/// VRING_AVAIL_F_NO_INTERRUPT flag (virtio 1.2 §2.7.7), which virtio-queue does not read.
+pub(crate) fn driver_wants_interrupt(queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
+    if queue.event_idx_enabled() {
+        return queue.needs_notification(mem).unwrap_or(true);
+    }
+    // The used index written by add_used must be visible before we read the flags.
+    fence(Ordering::SeqCst);
+    mem.read_obj::<u16>(GuestAddress(queue.avail_ring()))
+        .map_or(true, |flags| flags & VRING_AVAIL_F_NO_INTERRUPT as u16 == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_utils::*;
-    use virtio_bindings::virtio_net::VIRTIO_NET_F_CSUM;
+    use virtio_bindings::virtio_net::{
+        VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4,
+    };
 
     #[test]
     fn test_config_space_has_mac_link_up_and_mtu() {
@@ -269,16 +379,79 @@ mod tests {
 
     #[test]
     fn test_features_offered_and_unknown_acks_are_masked() {
-        let mut net = Net::new(FakeBackend::new(), MAC, 1500).unwrap();
-        assert_eq!(net.features(), AVAIL_FEATURES);
+        let mut backend = FakeBackend::new();
+        backend.supported = libc::TUN_F_CSUM;
+        let mut net = Net::new(backend, MAC, 1500).unwrap();
+        let offered = net.features();
+        assert_eq!(offered, features::offered(libc::TUN_F_CSUM, true));
+        assert!(features::has(offered, VIRTIO_NET_F_GUEST_CSUM));
+        assert!(
+            !features::has(offered, VIRTIO_NET_F_GUEST_TSO4),
+            "the tap refused TSO4, so GUEST_TSO4 is not offered"
+        );
         assert!(!net.features_ok());
         net.ack_features(u64::MAX);
         assert!(net.features_ok());
+        assert_eq!(net.acked_features, offered, "unoffered bits are dropped");
+    }
+
+    #[test]
+    fn test_offload_off_offers_no_checksum_or_segmentation() {
+        let mut net = Net::new(FakeBackend::new(), MAC, 1500).unwrap();
+        net.set_offload(false);
+        assert!(!features::has(net.features(), VIRTIO_NET_F_CSUM));
+        assert!(!features::has(net.features(), VIRTIO_NET_F_GUEST_CSUM));
+        assert!(features::has(net.features(), VIRTIO_NET_F_MRG_RXBUF));
+    }
+
+    #[test]
+    fn test_features_ok_refuses_tso_without_csum() {
+        let mut net = Net::new(FakeBackend::new(), MAC, 1500).unwrap();
+        net.ack_features((1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_NET_F_GUEST_TSO4));
+        assert!(!net.features_ok());
+    }
+
+    /// Activates `net` on fresh mock queues after the driver acked `acked`.
+    fn activate_with(net: &mut Net<FakeBackend>, mem: &GuestMemoryMmap, acked: u64) {
+        let q =
+            |at| virtio_queue::mock::MockSplitQueue::create(mem, vm_memory::GuestAddress(at), 16);
+        let queues = vec![
+            q(RX_RING).create_queue().unwrap(),
+            q(TX_RING).create_queue().unwrap(),
+        ];
+        net.ack_features(acked);
+        assert!(net.features_ok());
+        net.activate(mem.clone(), queues).unwrap();
+    }
+
+    #[test]
+    fn test_tap_offloads_follow_acked_features_and_reset_clears_them() {
+        let mem = memory();
+        let mut net = Net::new(FakeBackend::new(), MAC, 1500).unwrap();
+
+        // A driver that accepts every offload: the tap may send all of them.
+        let all = net.features();
+        activate_with(&mut net, &mem, all);
         assert_eq!(
-            net.acked_features & (1 << VIRTIO_NET_F_CSUM),
-            0,
-            "no offloads offered"
+            net.backend.offload_calls,
+            vec![crate::backend::ALL_TUN_OFFLOADS]
         );
+        assert_eq!(net.counters.snapshot().features, net.features());
+
+        // Reset: none, before any other driver can see a frame.
+        net.reset();
+        assert_eq!(net.backend.offload_calls.last(), Some(&0));
+
+        // A driver that accepts checksum offload only: no TSO frames for it.
+        let csum = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_NET_F_GUEST_CSUM);
+        activate_with(&mut net, &mem, csum);
+        assert_eq!(net.backend.offload_calls.last(), Some(&libc::TUN_F_CSUM));
+        net.reset();
+
+        // A driver that accepts none: no NEEDS_CSUM frame may ever reach it.
+        activate_with(&mut net, &mem, 1 << VIRTIO_F_VERSION_1);
+        assert_eq!(net.backend.offload_calls.last(), Some(&0));
+        assert_eq!(net.counters.snapshot().features, 1 << VIRTIO_F_VERSION_1);
     }
 
     #[test]
@@ -297,7 +470,7 @@ mod tests {
     fn test_activate_with_rings_outside_memory_fails() {
         let mem = memory();
         let mut net = Net::new(FakeBackend::new(), MAC, 1500).unwrap();
-        net.ack_features(AVAIL_FEATURES);
+        net.ack_features(net.features());
         let good = virtio_queue::mock::MockSplitQueue::create(&mem, vm_memory::GuestAddress(0), 16);
         let mut bad: Queue = good.create_queue().unwrap();
         bad.set_desc_table_address(Some(0xffff_f000), Some(0x10));

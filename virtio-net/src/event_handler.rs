@@ -16,6 +16,7 @@
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 
 use crate::backend::Backend;
+use crate::counters::NetCounters;
 use crate::device::{Net, RX_QUEUE, TX_QUEUE};
 use crate::rx::RxOutcome;
 use crate::tx::TxOutcome;
@@ -110,11 +111,14 @@ impl<B: Backend> MutEventSubscriber for Net<B> {
                 }
             }
             RX_QUEUE_EVENT => {
-                let _ = self.queue_evts[RX_QUEUE].read();
+                // The eventfd's value is how many notifications came since we last looked.
+                let kicks = self.queue_evts[RX_QUEUE].read().unwrap_or(0);
+                NetCounters::add(&self.counters.rx_notifications, kicks);
                 self.handle_rx(ops);
             }
             TX_QUEUE_EVENT => {
-                let _ = self.queue_evts[TX_QUEUE].read();
+                let kicks = self.queue_evts[TX_QUEUE].read().unwrap_or(0);
+                NetCounters::add(&self.counters.tx_notifications, kicks);
                 self.handle_tx(ops);
             }
             TAP_EVENT => {

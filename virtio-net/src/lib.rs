@@ -6,17 +6,19 @@
 //!
 //! Where to read what:
 //! - [`tx`]: guest → tap, one `writev` per frame;
-//! - [`rx`]: tap → guest, one `readv` per frame, and RX flow control;
-//! - [`device`]: features, config space, activation and reset;
+//! - [`rx`]: tap → guest, one `readv` per frame (across merged buffers), and RX flow control;
+//! - [`device`]: config space, activation and reset;
+//! - [`features`]: what is offered, and which offloads the tap is given;
 //! - [`event_handler`]: which events wake the device thread;
 //! - [`counters`]: frames and Ethernet bytes per direction, drops by reason;
 //! - [`observer`]: a hook that sees every frame moved (tracing, pcap).
 
 pub mod backend;
-mod buffers;
 pub mod counters;
 pub mod device;
 pub mod event_handler;
+pub mod features;
+mod iovecs;
 mod mac;
 pub mod observer;
 pub mod rx;
@@ -24,11 +26,14 @@ pub mod tx;
 pub mod virtio_device;
 
 #[cfg(test)]
+mod alloc_tests;
+#[cfg(test)]
 mod test_utils;
 
 pub use backend::Backend;
 pub use counters::{CountersSnapshot, NetCounters};
 pub use device::Net;
+pub use iovecs::GuestIovecs;
 pub use mac::{MacAddr, MacParseError};
 pub use observer::{Direction, FrameEvent, FrameObserver, NetHeader};
 pub use virtio_device::{ActivateError, Interrupt, VirtioDevice};

@@ -6,6 +6,7 @@ use std::mem::offset_of;
 
 use virtio_bindings::virtio_net::virtio_net_hdr_v1;
 
+use crate::iovecs::GuestIovecs;
 use crate::VNET_HDR_LEN;
 
 /// Which way a frame went, seen from the guest.
@@ -60,9 +61,12 @@ pub struct FrameEvent<'a> {
     pub direction: Direction,
     /// Queue index (0 = RX, 1 = TX).
     pub queue: u16,
-    /// Head descriptor index of the chain.
+    /// Head descriptor index of the (first) chain.
     pub head: u16,
-    /// Length of each descriptor of the chain (for RX: capacity, not bytes written).
+    /// Head index of every chain the frame used, in order: more than one for an RX frame
+    /// merged across buffers (`num_buffers` of them).
+    pub heads: &'a [u16],
+    /// Length of each descriptor of the chains (for RX: capacity, not bytes written).
     pub desc_lens: &'a [u32],
     /// The virtio-net header in front of the frame.
     pub header: NetHeader,
@@ -76,36 +80,30 @@ pub trait FrameObserver: Send {
     fn frame(&mut self, event: &FrameEvent<'_>);
 }
 
-/// Copies a frame out of guest memory (`len` bytes of `slices`) and shows it to `observer`.
-/// Only runs when an observer is set: the data path itself never copies.
+/// Copies a frame out of guest memory (the first `len` bytes of `bufs`, which are the chains
+/// `heads`) and shows it to `observer`. Only runs when an observer is set: the data path
+/// itself never copies.
 pub(crate) fn observe(
     observer: &mut dyn FrameObserver,
     direction: Direction,
     queue: u16,
-    head: u16,
-    slices: &[vm_memory::VolatileSlice<'_>],
+    heads: &[u16],
+    bufs: GuestIovecs<'_>,
     len: usize,
 ) {
     let mut bytes = Vec::with_capacity(len);
-    for slice in slices {
-        let take = slice.len().min(len - bytes.len());
-        let start = bytes.len();
-        bytes.resize(start + take, 0);
-        slice.copy_to(&mut bytes[start..]);
-        if bytes.len() == len {
-            break;
-        }
-    }
+    bufs.copy_out(len, &mut bytes);
     if bytes.len() < VNET_HDR_LEN {
         return;
     }
-    let desc_lens: Vec<u32> = slices.iter().map(|s| s.len() as u32).collect();
+    let desc_lens: Vec<u32> = bufs.slices().map(|s| s.len() as u32).collect();
     let mut header = [0u8; VNET_HDR_LEN];
     header.copy_from_slice(&bytes[..VNET_HDR_LEN]);
     observer.frame(&FrameEvent {
         direction,
         queue,
-        head,
+        head: heads.first().copied().unwrap_or_default(),
+        heads,
         desc_lens: &desc_lens,
         header: NetHeader::parse(&header),
         frame: &bytes[VNET_HDR_LEN..],

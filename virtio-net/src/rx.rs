@@ -1,35 +1,42 @@
 //! Guest RX, end to end: the kernel *transmitted* a frame out of the tap interface (host
 //! tx_bytes), so the tap fd is readable. For each frame:
 //!
-//! 1. pop a chain the driver made available on the RX queue; if there is none, stop reading
-//!    the tap until the driver adds buffers and notifies the RX queue — the frame waits in the
-//!    tap's queue instead of being read and dropped, and we do not spin on a readable fd;
-//! 2. turn its descriptors into guest-memory slices, each device-writable and in guest RAM
-//!    (`chain_buffers` in buffers.rs), large enough for a full frame; a bad chain is completed with length 0
-//!    and counted;
-//! 3. one `readv` from the tap straight into those slices: `[virtio_net_hdr_v1 | frame]`;
-//! 4. set the header's `num_buffers` to 1 (the tap leaves those two bytes alone);
-//! 5. put the chain on the used ring with the length written;
+//! 1. hold enough of the driver's RX chains for the largest frame that can come
+//!    ([`RxBuffers::fill`]): pop chains from the avail ring and turn each into iovecs (each
+//!    descriptor device-writable and in guest RAM); a bad chain is completed with length 0 and
+//!    counted. Without VIRTIO_NET_F_MRG_RXBUF that is one chain big enough for a whole frame
+//!    (1,526 bytes at MTU 1500; 65,562 with GSO, the "big packets" layout); with it, as many
+//!    chains as add up to that. If the ring runs dry first, stop reading the tap until the
+//!    driver adds buffers and notifies the RX queue — the frame waits in the tap's queue
+//!    instead of being read and dropped, and we do not spin on a readable fd;
+//! 2. one `readv` from the tap straight into those chains: `[virtio_net_hdr_v1 | frame]`. The
+//!    tap fills the header: with the offloads the driver accepted, a frame may be a 64 KiB
+//!    TCP segment (`gso_type`, `gso_size`) with its checksum left to the guest (NEEDS_CSUM);
+//! 3. the frame filled the first `k` chains: set the header's `num_buffers` to `k` (the tap
+//!    leaves those two bytes alone);
+//! 4. put those `k` chains on the used ring, each with the bytes it got, in order; chains the
+//!    frame did not need stay held for the next frame;
 //!
 //! then interrupt the driver unless it asked not to be.
 
 use std::io::ErrorKind;
 
-use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::{Bytes, VolatileSlice};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::GuestMemoryMmap;
 
 use crate::backend::Backend;
-use crate::buffers::{chain_buffers, Access};
 use crate::counters::NetCounters;
-use crate::device::{Net, RX_QUEUE};
+use crate::device::{driver_wants_interrupt, Net, RX_QUEUE};
+use crate::iovecs::{Access, ChainError, IovecArray};
 use crate::observer::{observe, Direction};
 use crate::VNET_HDR_LEN;
 
-/// Ethernet header length.
-const ETH_HLEN: usize = 14;
 /// Offset of `num_buffers` in virtio_net_hdr_v1.
 const NUM_BUFFERS_OFFSET: usize =
     std::mem::offset_of!(virtio_bindings::virtio_net::virtio_net_hdr_v1, num_buffers);
+
+/// Most iovecs one `readv` takes (IOV_MAX on Linux).
+const MAX_RX_IOVS: usize = 1024;
 
 /// How an RX pass ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -42,100 +49,231 @@ pub enum RxOutcome {
     Failed,
 }
 
+/// One RX chain held by the device: its head and where its iovecs are.
+#[derive(Clone, Copy, Debug, Default)]
+struct HeldChain {
+    head: u16,
+    iovs: usize,
+    bytes: usize,
+}
+
+/// RX chains popped from the avail ring and not yet filled, with their iovecs, in ring order.
+/// A frame takes chains from the front; the rest wait for the next frame. Fixed capacity,
+/// allocated at activation.
+pub(crate) struct RxBuffers {
+    iovs: IovecArray,
+    chains: Box<[HeldChain]>,
+    len: usize,
+    bytes: usize,
+}
+
+/// Why filling stopped.
+enum Fill {
+    /// Enough buffer for the largest frame.
+    Enough,
+    /// The ring ran dry (or a hostile driver's chains use up all our iovecs) first.
+    Short,
+    /// The used ring is outside guest memory.
+    Corrupt,
+}
+
+impl RxBuffers {
+    /// Room for `queue_size` chains.
+    pub(crate) fn new(queue_size: u16) -> Self {
+        Self {
+            iovs: IovecArray::with_capacity(MAX_RX_IOVS),
+            chains: vec![HeldChain::default(); usize::from(queue_size)].into_boxed_slice(),
+            len: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Whether the chains held can take a frame of up to `frame_max` bytes (header included).
+    fn enough(&self, mergeable: bool, frame_max: usize) -> bool {
+        if mergeable {
+            self.bytes >= frame_max
+        } else {
+            self.len > 0
+        }
+    }
+
+    /// Pops chains until they can take the largest frame. Chains no frame fits in (without
+    /// MRG_RXBUF: smaller than `frame_max`; with it: smaller than the header) and malformed
+    /// chains are completed with length 0 and counted. Returns how filling ended and whether
+    /// any chain went to the used ring.
+    fn fill(
+        &mut self,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+        mergeable: bool,
+        frame_max: usize,
+        counters: &NetCounters,
+    ) -> (Fill, bool) {
+        let smallest = if mergeable { VNET_HDR_LEN } else { frame_max };
+        let mut returned = false;
+        while !self.enough(mergeable, frame_max) {
+            if self.len == self.chains.len() {
+                return (Fill::Short, returned);
+            }
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                return (Fill::Short, returned);
+            };
+            let head = chain.head_index();
+            let first = self.iovs.len();
+            match self.iovs.push_chain(chain, mem, Access::Write) {
+                Ok(bytes) if bytes >= smallest => {
+                    self.chains[self.len] = HeldChain {
+                        head,
+                        iovs: self.iovs.len() - first,
+                        bytes,
+                    };
+                    self.len += 1;
+                    self.bytes += bytes;
+                    continue;
+                }
+                Ok(bytes) => {
+                    self.iovs.truncate(first);
+                    log::debug!(
+                        "virtio-net RX: chain {head} holds {bytes} bytes, a frame needs {smallest}"
+                    );
+                    NetCounters::inc(&counters.rx_too_small);
+                }
+                Err(ChainError::Malformed) => {
+                    log::debug!("virtio-net RX: returning malformed chain {head} unused");
+                    NetCounters::inc(&counters.rx_malformed);
+                }
+                Err(ChainError::NoRoom) => {
+                    // Ours to give back: the driver sees nothing; retried after a frame.
+                    queue.go_to_previous_position();
+                    return (Fill::Short, returned);
+                }
+            }
+            if queue.add_used(mem, head, 0).is_err() {
+                return (Fill::Corrupt, returned);
+            }
+            returned = true;
+        }
+        (Fill::Enough, returned)
+    }
+
+    /// How many chains, and iovecs, from the front cover `bytes`.
+    fn covering(&self, bytes: usize) -> (usize, usize) {
+        let (mut chains, mut iovs, mut total) = (0, 0, 0);
+        for chain in &self.chains[..self.len] {
+            if total >= bytes && chains > 0 {
+                break;
+            }
+            chains += 1;
+            iovs += chain.iovs;
+            total += chain.bytes;
+        }
+        (chains, iovs)
+    }
+
+    /// Forgets the first `n` chains (they went to the used ring).
+    fn consume(&mut self, n: usize) {
+        let iovs: usize = self.chains[..n].iter().map(|c| c.iovs).sum();
+        self.bytes -= self.chains[..n].iter().map(|c| c.bytes).sum::<usize>();
+        self.chains.copy_within(n..self.len, 0);
+        self.len -= n;
+        self.iovs.drain_front(iovs);
+    }
+}
+
 impl<B: Backend> Net<B> {
-    /// Smallest RX chain that holds a full frame: header, Ethernet header, MTU (virtio 1.2
-    /// §5.1.6.3.1: 1526 bytes for the default MTU of 1500).
+    /// Smallest single RX chain that holds a full frame without merged buffers: header,
+    /// Ethernet header, MTU (virtio 1.2 §5.1.6.3.1: 1,526 bytes for the default MTU of 1500).
     pub fn min_rx_chain(&self) -> usize {
-        VNET_HDR_LEN + ETH_HLEN + usize::from(self.mtu())
+        VNET_HDR_LEN + crate::device::ETH_HLEN + usize::from(self.mtu())
     }
 
     /// Moves frames from the tap into the guest's RX buffers until one side runs out.
     pub fn process_rx(&mut self) -> RxOutcome {
-        let min_chain = self.min_rx_chain();
         let Some(active) = self.active.as_mut() else {
             return RxOutcome::TapEmpty;
         };
         let mem = &active.mem;
         let queue = &mut active.rx;
+        let held = &mut active.rx_buffers;
+        let (mergeable, frame_max) = (active.mergeable, active.rx_frame_max);
         let counters = &self.counters;
         let mut used = false;
-        let outcome;
 
         if queue.iter(mem).is_err() {
             self.fail("RX avail ring index is corrupt");
             return RxOutcome::Failed;
         }
-        loop {
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                outcome = RxOutcome::NoBuffers;
-                break;
-            };
-            let head = chain.head_index();
-            let buffers = chain_buffers(chain, mem, Access::Write);
-            let mut written = 0u32;
-            match buffers {
-                None => {
-                    log::debug!("virtio-net RX: returning malformed chain {head} unused");
-                    NetCounters::inc(&counters.rx_malformed);
+        // We look at the ring whenever the tap has a frame; the driver need not tell us about
+        // each buffer it adds until we run out.
+        let _ = queue.disable_notification(mem);
+        let outcome = loop {
+            let (fill, returned) = held.fill(queue, mem, mergeable, frame_max, counters);
+            used |= returned;
+            match fill {
+                Fill::Corrupt => {
+                    self.fail("RX used ring is outside guest memory");
+                    return RxOutcome::Failed;
                 }
-                Some((_, capacity)) if capacity < min_chain => {
-                    log::debug!(
-                        "virtio-net RX: chain {head} holds {capacity} bytes, a frame needs {min_chain}"
-                    );
-                    NetCounters::inc(&counters.rx_too_small);
-                }
-                Some((slices, _)) => {
-                    match self.backend.read_frame(&slices) {
-                        Ok(n) if n >= VNET_HDR_LEN => {
-                            set_num_buffers(&slices);
-                            written = n as u32;
-                            NetCounters::inc(&counters.rx_frames);
-                            NetCounters::add(&counters.rx_bytes, (n - VNET_HDR_LEN) as u64);
-                            if let Some(observer) = self.observer.as_deref_mut() {
-                                observe(observer, Direction::Rx, RX_QUEUE as u16, head, &slices, n);
-                            }
-                        }
-                        Ok(_) => NetCounters::inc(&counters.rx_backend_errors),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            // No frame: give the chain back for the next one.
-                            queue.set_next_avail(queue.next_avail().wrapping_sub(1));
-                            outcome = RxOutcome::TapEmpty;
-                            break;
-                        }
-                        Err(e) => {
-                            // EFAULT: the frame did not fit; the tap dropped it.
-                            log::debug!("virtio-net RX: reading the tap failed: {e}");
-                            NetCounters::inc(&counters.rx_backend_errors);
-                        }
+                Fill::Short => {
+                    // Ask to be told about new buffers; look again in case some just came.
+                    match queue.enable_notification(mem) {
+                        Ok(true) => continue,
+                        _ => break RxOutcome::NoBuffers,
                     }
                 }
+                Fill::Enough => {}
             }
-            if queue.add_used(mem, head, written).is_err() {
-                self.fail("RX used ring is outside guest memory");
-                return RxOutcome::Failed;
+            let (chains, iovs) = held.covering(frame_max);
+            let bufs = held.iovs.guest(0..iovs);
+            let n = match self.backend.read_frame(bufs) {
+                Ok(n) if (VNET_HDR_LEN..=bufs.len()).contains(&n) => n,
+                Ok(n) => {
+                    // Shorter than a header, or longer than the buffers (the tap cut it). The
+                    // chains stay ours for the next frame; the event loop calls again if more
+                    // frames wait (one error never turns into a loop here).
+                    log::debug!("virtio-net RX: the tap returned a {n}-byte frame; dropped");
+                    NetCounters::inc(&counters.rx_backend_errors);
+                    break RxOutcome::TapEmpty;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break RxOutcome::TapEmpty,
+                Err(e) => {
+                    log::debug!("virtio-net RX: reading the tap failed: {e}");
+                    NetCounters::inc(&counters.rx_backend_errors);
+                    break RxOutcome::TapEmpty;
+                }
+            };
+            let (k, k_iovs) = if mergeable {
+                held.covering(n)
+            } else {
+                (chains, iovs)
+            };
+            let frame = held.iovs.guest(0..k_iovs);
+            frame.write_at(NUM_BUFFERS_OFFSET, &(k as u16).to_le_bytes());
+            let mut left = n;
+            for chain in &held.chains[..k] {
+                let len = left.min(chain.bytes);
+                left -= len;
+                if queue.add_used(mem, chain.head, len as u32).is_err() {
+                    self.fail("RX used ring is outside guest memory");
+                    return RxOutcome::Failed;
+                }
             }
             used = true;
-        }
-        if used && queue.needs_notification(mem).unwrap_or(true) {
-            self.interrupt.signal_used_queue();
+            NetCounters::inc(&counters.rx_frames);
+            NetCounters::add(&counters.rx_bytes, (n - VNET_HDR_LEN) as u64);
+            if k > 1 {
+                NetCounters::inc(&counters.rx_merged_frames);
+            }
+            if let Some(observer) = self.observer.as_deref_mut() {
+                let heads: Vec<u16> = held.chains[..k].iter().map(|c| c.head).collect();
+                observe(observer, Direction::Rx, RX_QUEUE as u16, &heads, frame, n);
+            }
+            held.consume(k);
+        };
+        if used && driver_wants_interrupt(queue, mem) {
+            Self::signal_used(&self.interrupt, counters);
         }
         outcome
-    }
-}
-
-/// Writes num_buffers = 1 (little endian) at offset 10 of the header, wherever the header's
-/// bytes fall among the slices.
-fn set_num_buffers(slices: &[VolatileSlice<'_>]) {
-    let value = 1u16.to_le_bytes();
-    for (i, byte) in value.iter().enumerate() {
-        let mut at = NUM_BUFFERS_OFFSET + i;
-        for slice in slices {
-            if at < slice.len() {
-                let _ = slice.write_obj(*byte, at);
-                break;
-            }
-            at -= slice.len();
-        }
     }
 }
 
@@ -269,5 +407,256 @@ mod tests {
             vec![4],
             "frame starts after the header"
         );
+    }
+
+    use virtio_bindings::virtio_net::{
+        VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_MRG_RXBUF,
+    };
+    use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+
+    /// A driver with merged buffers and GSO: a frame may need 65,562 bytes of buffers.
+    fn mergeable_gso() -> u64 {
+        bits(&[
+            VIRTIO_NET_F_MRG_RXBUF,
+            VIRTIO_NET_F_GUEST_CSUM,
+            VIRTIO_NET_F_GUEST_TSO4,
+        ])
+    }
+
+    /// Size of each merged buffer in these tests: 16 of them hold a 64 KiB frame.
+    const MRG_BUF: u32 = 4352;
+
+    /// Posts `n` one-descriptor chains of `len` bytes, buffers back to back from BUFFERS.
+    fn post(h: &Harness<'_>, first: u16, n: u16, len: u32) {
+        for i in first..first + n {
+            let addr = BUFFERS + u64::from(i) * u64::from(len);
+            h.rx.add_desc_chains(&[desc(addr, len, true)], i).unwrap();
+        }
+    }
+
+    /// A recognisable frame of `len` bytes, header included (zeroed, as the tap writes it
+    /// before we set num_buffers).
+    fn patterned(len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; crate::VNET_HDR_LEN];
+        f.extend((0..len - crate::VNET_HDR_LEN).map(|i| (i * 7 + i / 251) as u8));
+        f
+    }
+
+    #[test]
+    fn test_rx_merged_frame_split_at_every_boundary_fills_chains_in_order() {
+        let c = MRG_BUF as usize;
+        for len in [60, c - 1, c, c + 1, 2 * c, 3 * c + 5, 65_562] {
+            let mem = memory();
+            let mut h = Harness::with_features(&mem, mergeable_gso());
+            post(&h, 0, 16, MRG_BUF);
+            let frame = patterned(len);
+            h.net.backend.to_guest.push_back(frame.clone());
+
+            // After the frame, what is left may be less than the next frame might need.
+            h.net.process_rx();
+
+            let k = len.div_ceil(c);
+            assert_eq!(
+                Harness::used_idx(&h.rx) as usize,
+                k,
+                "len {len}: chains used"
+            );
+            let mut got = Vec::new();
+            for i in 0..k as u16 {
+                let (id, used_len) = Harness::used(&h.rx, i);
+                assert_eq!(id, u32::from(i), "len {len}: chains in ring order");
+                let expect = (len - i as usize * c).min(c);
+                assert_eq!(used_len as usize, expect, "len {len}: bytes in chain {i}");
+                got.extend(h.get(BUFFERS + u64::from(i) * u64::from(MRG_BUF), expect));
+            }
+            assert_eq!(
+                &got[10..12],
+                &(k as u16).to_le_bytes(),
+                "len {len}: num_buffers"
+            );
+            assert_eq!(&got[..10], &frame[..10]);
+            assert_eq!(&got[12..], &frame[12..], "len {len}: every byte");
+            let counters = h.net.counters.snapshot();
+            assert_eq!(counters.rx_bytes as usize, len - 12);
+            assert_eq!(counters.rx_merged_frames, u64::from(k > 1));
+            assert_eq!(counters.dropped(), 0);
+        }
+    }
+
+    #[test]
+    fn test_rx_merged_unused_chains_are_kept_for_the_next_frame() {
+        let mem = memory();
+        let mut h = Harness::with_features(&mem, mergeable_gso());
+        // 16 x 8 KiB: after each small frame, still room for a 64 KiB one.
+        post(&h, 0, 16, 8192);
+        h.net.backend.to_guest.push_back(patterned(100));
+        h.net.backend.to_guest.push_back(patterned(200));
+
+        assert_eq!(h.net.process_rx(), RxOutcome::TapEmpty);
+
+        assert_eq!(
+            Harness::used_idx(&h.rx),
+            2,
+            "one chain each, none returned empty"
+        );
+        assert_eq!(Harness::used(&h.rx, 0), (0, 100));
+        assert_eq!(Harness::used(&h.rx, 1), (1, 200));
+        assert_eq!(h.get(BUFFERS + 8192 + 10, 2), vec![1, 0], "num_buffers = 1");
+        assert_eq!(h.net.counters.snapshot().dropped(), 0);
+    }
+
+    #[test]
+    fn test_rx_merged_chains_held_after_a_frame_are_not_lost_when_one_runs_short() {
+        let mem = memory();
+        let mut h = Harness::with_features(&mem, mergeable_gso());
+        // 16 x 4352: the first frame leaves 15 chains, less than a 64 KiB frame needs.
+        post(&h, 0, 16, MRG_BUF);
+        h.net.backend.to_guest.push_back(patterned(100));
+        h.net.backend.to_guest.push_back(patterned(200));
+
+        assert_eq!(h.net.process_rx(), RxOutcome::NoBuffers);
+        assert_eq!(Harness::used_idx(&h.rx), 1);
+        assert_eq!(
+            h.net.backend.to_guest.len(),
+            1,
+            "the second frame waits in the tap"
+        );
+    }
+
+    #[test]
+    fn test_rx_merged_too_few_buffers_frame_waits_in_the_tap() {
+        let mem = memory();
+        let mut h = Harness::with_features(&mem, mergeable_gso());
+        // 8 x 4352 bytes: less than a 64 KiB frame might need.
+        post(&h, 0, 8, MRG_BUF);
+        h.net.backend.to_guest.push_back(patterned(60));
+
+        assert_eq!(h.net.process_rx(), RxOutcome::NoBuffers);
+        assert_eq!(h.net.backend.reads, 0, "not read: it might not fit");
+        assert_eq!(
+            Harness::used_idx(&h.rx),
+            0,
+            "the chains are neither used nor lost"
+        );
+
+        // The driver adds more: now the frame goes into the first chain it gave.
+        post(&h, 8, 8, MRG_BUF);
+        h.net.process_rx();
+        assert_eq!(Harness::used(&h.rx, 0), (0, 60));
+        assert_eq!(h.net.counters.snapshot().rx_frames, 1);
+    }
+
+    #[test]
+    fn test_rx_merged_tap_empty_keeps_the_chains() {
+        let mem = memory();
+        let mut h = Harness::with_features(&mem, mergeable_gso());
+        post(&h, 0, 16, MRG_BUF);
+
+        assert_eq!(h.net.process_rx(), RxOutcome::TapEmpty);
+        assert_eq!(Harness::used_idx(&h.rx), 0);
+
+        h.net.backend.to_guest.push_back(patterned(70));
+        h.net.process_rx();
+        assert_eq!(Harness::used(&h.rx, 0), (0, 70));
+    }
+
+    #[test]
+    fn test_rx_frame_longer_than_the_buffers_is_counted_not_delivered() {
+        let mem = memory();
+        let mut h = Harness::new(&mem);
+        h.rx.add_desc_chains(&chain(&[desc(BUFFERS, BUF, true)], 0), 0)
+            .unwrap();
+        // A frame the tap could not fit (host MTU raised): tun cuts it, reports its length.
+        h.net
+            .backend
+            .to_guest
+            .push_back(patterned(BUF as usize + 100));
+        h.net.backend.to_guest.push_back(patterned(80));
+
+        h.net.process_rx();
+        h.net.process_rx();
+
+        let c = h.net.counters.snapshot();
+        assert_eq!((c.rx_backend_errors, c.rx_frames), (1, 1));
+        assert_eq!(
+            Harness::used(&h.rx, 0),
+            (0, 80),
+            "the chain went to the next frame"
+        );
+    }
+
+    #[test]
+    fn test_rx_big_packets_without_mrg_need_one_64k_chain() {
+        let mem = memory();
+        let gso = bits(&[VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4]);
+        let mut h = Harness::with_features(&mem, gso);
+        // A 1536-byte chain cannot hold a GSO frame; a 12 + 5 x 16 KiB chain can.
+        h.rx.add_desc_chains(&[desc(BUFFERS, BUF, true)], 0)
+            .unwrap();
+        let mut big = vec![desc(BUFFERS + 0x1000, 12, true)];
+        big.extend((0..5).map(|i| desc(BUFFERS + 0x2000 + i * 0x4000, 0x4000, true)));
+        h.rx.add_desc_chains(&chain(&big, 1), 1).unwrap();
+        let frame = patterned(30_000);
+        h.net.backend.to_guest.push_back(frame.clone());
+
+        assert_eq!(h.net.process_rx(), RxOutcome::NoBuffers);
+
+        assert_eq!(Harness::used(&h.rx, 0), (0, 0), "too small: returned");
+        assert_eq!(Harness::used(&h.rx, 1), (1, 30_000));
+        assert_eq!(
+            h.get(BUFFERS + 0x1000 + 10, 2),
+            vec![1, 0],
+            "num_buffers = 1"
+        );
+        assert_eq!(h.get(BUFFERS + 0x2000, 29_988), frame[12..].to_vec());
+        assert_eq!(h.net.counters.snapshot().rx_too_small, 1);
+    }
+
+    #[test]
+    fn test_rx_event_idx_interrupts_only_past_used_event_and_asks_for_kicks() {
+        let mem = memory();
+        let mut h = Harness::with_features(&mem, bits(&[VIRTIO_RING_F_EVENT_IDX]));
+        // "Interrupt me once the device has used entry 2" (used_event = 2).
+        ring::set_used_event(&h.rx, &mem, 2);
+        post(&h, 0, 4, BUF);
+
+        h.net.backend.to_guest.push_back(patterned(60));
+        h.net.process_rx();
+        assert_eq!(
+            h.net.counters.snapshot().interrupts,
+            0,
+            "used idx 1: not yet"
+        );
+        h.net.backend.to_guest.push_back(patterned(60));
+        h.net.process_rx();
+        assert_eq!(
+            h.net.counters.snapshot().interrupts,
+            0,
+            "used idx 2: not yet"
+        );
+        h.net.backend.to_guest.push_back(patterned(60));
+        h.net.process_rx();
+        assert_eq!(h.net.counters.snapshot().interrupts, 1, "entry 2 used: now");
+
+        // Out of buffers: the device asks to be kicked when the next one comes (avail_event).
+        h.net.backend.to_guest.push_back(patterned(60));
+        h.net.backend.to_guest.push_back(patterned(60));
+        assert_eq!(h.net.process_rx(), RxOutcome::NoBuffers);
+        assert_eq!(ring::avail_event(&h.rx, &mem), 4);
+    }
+
+    #[test]
+    fn test_rx_no_interrupt_flag_suppresses_interrupts_without_event_idx() {
+        let mem = memory();
+        let mut h = Harness::new(&mem);
+        ring::set_avail_flags(&h.rx, &mem, 1); // VRING_AVAIL_F_NO_INTERRUPT
+        post(&h, 0, 2, BUF);
+        h.net.backend.to_guest.push_back(patterned(60));
+
+        h.net.process_rx();
+
+        assert_eq!(h.net.counters.snapshot().rx_frames, 1);
+        assert_eq!(h.net.counters.snapshot().interrupts, 0);
+        assert_eq!(h.net.interrupt.status(), 0);
     }
 }

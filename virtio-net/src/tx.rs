@@ -2,28 +2,37 @@
 //! and wrote QueueNotify (KVM turned that into our TX queue eventfd). For each chain:
 //!
 //! 1. pop it from the avail ring (virtio-queue checks the head index);
-//! 2. turn its descriptors into guest-memory slices, checking each is device-readable and lies
-//!    in guest RAM (`chain_buffers` in buffers.rs); a bad chain is completed with length 0 and counted;
-//! 3. one `writev` of those slices to the tap: the kernel strips the 12-byte header
-//!    (IFF_VNET_HDR) and the frame is *received* on the tap interface (host rx_bytes);
+//! 2. turn its descriptors into iovecs, checking each is device-readable and lies in guest RAM
+//!    (`IovecArray::push_chain` in iovecs.rs, into an array allocated at activation); a bad
+//!    chain is completed with length 0 and counted;
+//! 3. one `writev` of those buffers to the tap: the kernel takes the 12-byte header
+//!    (IFF_VNET_HDR) and the frame is *received* on the tap interface (host rx_bytes). With the
+//!    offloads the driver accepted, the header may say "checksum from `csum_start`"
+//!    (NEEDS_CSUM) and "this is a 64 KiB TCP segment, cut it into `gso_size` pieces"
+//!    (`gso_type`): the host kernel does that work later, or never when the frame stays on the
+//!    host — the guest sent one large frame and the tap counts one;
 //! 4. put the chain on the used ring (length 0: we wrote nothing into it);
 //!
-//! then interrupt the driver unless it asked not to be (VRING_AVAIL_F_NO_INTERRUPT).
+//! then interrupt the driver unless it asked not to be (`used_event` with EVENT_IDX, else
+//! VRING_AVAIL_F_NO_INTERRUPT). While we work, the driver's notifications are off (EVENT_IDX:
+//! `avail_event` is left behind; otherwise VRING_USED_F_NO_NOTIFY); they are turned on again
+//! when the queue is empty, and the queue is looked at once more in case a frame slipped in.
+//!
 //! Errors from the tap drop the frame and count it (EIO when the link is down, EINVAL for a
 //! frame it rejects); EAGAIN puts the chain back and waits for the tap to be writable.
 
 use std::io::ErrorKind;
 
 use crate::backend::Backend;
-use crate::buffers::{chain_buffers, Access};
 use crate::counters::NetCounters;
-use crate::device::{Net, TX_QUEUE};
+use crate::device::{driver_wants_interrupt, Net, TX_QUEUE};
+use crate::iovecs::Access;
 use crate::observer::{observe, Direction};
 use crate::VNET_HDR_LEN;
 use virtio_queue::{QueueOwnedT, QueueT};
 
-/// Largest TX chain we accept: a 64 KiB frame plus the header (without GSO, frames are far
-/// smaller; this only bounds what a hostile driver can make us gather).
+/// Largest TX chain we accept: a 64 KiB frame plus the header (a TSO segment is at most this;
+/// it bounds what a hostile driver can make us gather).
 const MAX_TX_CHAIN_BYTES: usize = 65_562;
 
 /// How a TX pass ended.
@@ -45,58 +54,67 @@ impl<B: Backend> Net<B> {
         };
         let mem = &active.mem;
         let queue = &mut active.tx;
+        let iovs = &mut active.tx_iovs;
         let counters = &self.counters;
         let mut used = false;
         let mut outcome = TxOutcome::Done;
 
-        if queue.iter(mem).is_err() {
-            self.fail("TX avail ring index is corrupt");
-            return TxOutcome::Failed;
-        }
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let buffers = chain_buffers(chain, mem, Access::Read)
-                .filter(|(_, total)| (VNET_HDR_LEN..=MAX_TX_CHAIN_BYTES).contains(total));
-            match buffers {
-                None => {
-                    log::debug!("virtio-net TX: dropping malformed chain {head}");
-                    NetCounters::inc(&counters.tx_malformed);
-                }
-                Some((slices, total)) => match self.backend.write_frame(&slices) {
-                    Ok(_) => {
-                        NetCounters::inc(&counters.tx_frames);
-                        NetCounters::add(&counters.tx_bytes, (total - VNET_HDR_LEN) as u64);
-                        if let Some(observer) = self.observer.as_deref_mut() {
-                            observe(
-                                observer,
-                                Direction::Tx,
-                                TX_QUEUE as u16,
-                                head,
-                                &slices,
-                                total,
-                            );
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        // Not lost: the same chain is popped again when the tap has room.
-                        queue.set_next_avail(queue.next_avail().wrapping_sub(1));
-                        outcome = TxOutcome::TapFull;
-                        break;
-                    }
-                    Err(e) => {
-                        log::debug!("virtio-net TX: tap refused a frame: {e}");
-                        NetCounters::inc(&counters.tx_backend_errors);
-                    }
-                },
-            }
-            if queue.add_used(mem, head, 0).is_err() {
-                self.fail("TX used ring is outside guest memory");
+        loop {
+            if queue.iter(mem).is_err() {
+                self.fail("TX avail ring index is corrupt");
                 return TxOutcome::Failed;
             }
-            used = true;
+            let _ = queue.disable_notification(mem);
+            while let Some(chain) = queue.pop_descriptor_chain(mem) {
+                let head = chain.head_index();
+                iovs.truncate(0);
+                let total = iovs
+                    .push_chain(chain, mem, Access::Read)
+                    .ok()
+                    .filter(|total| (VNET_HDR_LEN..=MAX_TX_CHAIN_BYTES).contains(total));
+                match total {
+                    None => {
+                        log::debug!("virtio-net TX: dropping malformed chain {head}");
+                        NetCounters::inc(&counters.tx_malformed);
+                    }
+                    Some(total) => {
+                        let frame = iovs.guest(0..iovs.len());
+                        match self.backend.write_frame(frame) {
+                            Ok(_) => {
+                                NetCounters::inc(&counters.tx_frames);
+                                NetCounters::add(&counters.tx_bytes, (total - VNET_HDR_LEN) as u64);
+                                if let Some(observer) = self.observer.as_deref_mut() {
+                                    let heads = [head];
+                                    let q = TX_QUEUE as u16;
+                                    observe(observer, Direction::Tx, q, &heads, frame, total);
+                                }
+                            }
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                                // Not lost: the same chain is popped again when the tap has room.
+                                queue.go_to_previous_position();
+                                outcome = TxOutcome::TapFull;
+                                break;
+                            }
+                            Err(e) => {
+                                log::debug!("virtio-net TX: tap refused a frame: {e}");
+                                NetCounters::inc(&counters.tx_backend_errors);
+                            }
+                        }
+                    }
+                }
+                if queue.add_used(mem, head, 0).is_err() {
+                    self.fail("TX used ring is outside guest memory");
+                    return TxOutcome::Failed;
+                }
+                used = true;
+            }
+            // Notifications stay off while the tap is full: its writability wakes us instead.
+            if outcome == TxOutcome::TapFull || !queue.enable_notification(mem).unwrap_or(false) {
+                break;
+            }
         }
-        if used && queue.needs_notification(mem).unwrap_or(true) {
-            self.interrupt.signal_used_queue();
+        if used && driver_wants_interrupt(queue, mem) {
+            Self::signal_used(&self.interrupt, counters);
         }
         outcome
     }
@@ -256,5 +274,77 @@ mod tests {
             h.net.backend.sent.is_empty(),
             "a reset device moves nothing"
         );
+    }
+
+    #[test]
+    fn test_tx_event_idx_asks_for_the_next_kick_and_interrupts_past_used_event() {
+        use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+        let mem = memory();
+        let mut h = Harness::with_features(&mem, bits(&[VIRTIO_RING_F_EVENT_IDX]));
+        ring::set_used_event(&h.tx, &mem, 5);
+        for i in 0..3u16 {
+            let addr = BUFFERS + u64::from(i) * 0x100;
+            h.put(addr, &with_header(&[i as u8; 60]));
+            h.tx.add_desc_chains(&[desc(addr, 72, false)], i).unwrap();
+        }
+
+        assert_eq!(h.net.process_tx(), TxOutcome::Done);
+
+        assert_eq!(h.net.backend.sent.len(), 3);
+        assert_eq!(
+            ring::avail_event(&h.tx, &mem),
+            3,
+            "kick me when you make entry 3 available"
+        );
+        assert_eq!(
+            h.net.counters.snapshot().interrupts,
+            0,
+            "used_event 5 not reached"
+        );
+    }
+
+    #[test]
+    fn test_tx_without_event_idx_notifications_are_back_on_after_a_pass() {
+        let mem = memory();
+        let mut h = Harness::new(&mem);
+        h.put(BUFFERS, &with_header(&[1; 60]));
+        h.tx.add_desc_chains(&[desc(BUFFERS, 72, false)], 0)
+            .unwrap();
+
+        h.net.process_tx();
+
+        assert_eq!(
+            ring::used_flags(&h.tx, &mem),
+            0,
+            "VRING_USED_F_NO_NOTIFY cleared"
+        );
+        assert_eq!(h.net.counters.snapshot().interrupts, 1);
+    }
+
+    #[test]
+    fn test_tx_gso_frame_reaches_the_tap_with_its_header() {
+        use virtio_bindings::virtio_net::{VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4};
+        let mem = memory();
+        let mut h =
+            Harness::with_features(&mem, bits(&[VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4]));
+        // NEEDS_CSUM, TCPv4, hdr_len 54, gso_size 1448, csum_start 34, csum_offset 16.
+        let mut frame = vec![1, 1, 54, 0, 0xa8, 0x05, 34, 0, 16, 0, 0, 0];
+        frame.extend((0..16_384 + 54).map(|i| i as u8));
+        h.put(BUFFERS, &frame[..4096]);
+        h.put(BUFFERS + 0x2000, &frame[4096..]);
+        let descs = [
+            desc(BUFFERS, 4096, false),
+            desc(BUFFERS + 0x2000, (frame.len() - 4096) as u32, false),
+        ];
+        h.tx.add_desc_chains(&chain(&descs, 0), 0).unwrap();
+
+        h.net.process_tx();
+
+        assert_eq!(
+            h.net.backend.sent,
+            vec![frame],
+            "header and 16 KiB segment, as sent"
+        );
+        assert_eq!(h.net.counters.snapshot().tx_bytes, 16_384 + 54);
     }
 }

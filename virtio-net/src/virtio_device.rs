@@ -17,6 +17,9 @@ pub enum ActivateError {
     /// The driver did not ack a feature the device requires.
     #[error("the driver did not accept VIRTIO_F_VERSION_1 (legacy devices are not supported)")]
     NoVersion1,
+    /// The backend refused the offloads the driver accepted.
+    #[error("the tap refused the offloads the driver accepted (TUNSETOFFLOAD)")]
+    Offloads(#[source] std::io::Error),
     /// The device thread could not be told.
     #[error("cannot signal the device thread")]
     Signal(#[source] std::io::Error),

@@ -66,6 +66,9 @@ struct Args {
     /// Without mac= the guest gets the macvtap's MAC, or for a tap a stable, locally administered
     /// MAC derived from its name. What vmm creates or changes on the host it undoes at exit.
     ///
+    /// Every kind takes offload=on|off (default on): checksum and TSO offloads, as far as the
+    /// host tap supports them; off makes the guest checksum and segment every frame itself.
+    ///
     /// Example: --net macvtap=mv0,link=eth0,mode=bridge
     #[arg(long, value_name = "SPEC", verbatim_doc_comment)]
     net: Vec<String>,

@@ -19,7 +19,7 @@ use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vm_memory::GuestMemoryMmap;
 use vmm_tap::{HostError, MacvtapMode, Tap, TapError};
 use vmm_virtio_net::{
-    CountersSnapshot, FrameEvent, FrameObserver, MacAddr, Net, NetCounters, VirtioDevice,
+    features, CountersSnapshot, FrameEvent, FrameObserver, MacAddr, Net, NetCounters, VirtioDevice,
 };
 
 use self::pcap::{Pcap, PcapError, SharedPcap};
@@ -138,6 +138,9 @@ pub struct NicConfig {
     pub mac: Option<MacAddr>,
     /// Capture this NIC's frames to a pcap file.
     pub pcap: Option<PathBuf>,
+    /// Offer checksum and segmentation offloads (`offload=on`, the default); `offload=off`
+    /// makes the guest checksum and segment every frame itself, as before offloads existed.
+    pub offload: bool,
 }
 
 impl NicConfig {
@@ -151,6 +154,7 @@ impl NicConfig {
             },
             mac: None,
             pcap: None,
+            offload: true,
         }
     }
 
@@ -203,9 +207,9 @@ impl FromStr for NicConfig {
             return Err(err("empty".into()));
         };
         let known: &[&str] = match kind {
-            "tap" => &["mac", "bridge", "mtu", "pcap"],
-            "macvtap" => &["mac", "link", "mode", "pcap"],
-            "fd" => &["mac", "pcap"],
+            "tap" => &["mac", "bridge", "mtu", "pcap", "offload"],
+            "macvtap" => &["mac", "link", "mode", "pcap", "offload"],
+            "fd" => &["mac", "pcap", "offload"],
             _ => {
                 return Err(err(format!(
                     "must start with tap=, macvtap= or fd=, not {kind}="
@@ -214,6 +218,7 @@ impl FromStr for NicConfig {
         };
         let mut mac = None;
         let mut pcap = None;
+        let mut offload = true;
         let (mut bridge, mut mtu, mut link, mut mode) = (None, None, None, None);
         for &(key, value) in &pairs[1..] {
             if !known.contains(&key) {
@@ -243,6 +248,13 @@ impl FromStr for NicConfig {
                     mtu = Some(n);
                 }
                 "link" => link = Some(value.to_owned()),
+                "offload" => {
+                    offload = match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(err(format!("offload={value:?}: use on or off"))),
+                    }
+                }
                 "pcap" => pcap = Some(PathBuf::from(value)),
                 "mode" => {
                     mode = Some(
@@ -284,7 +296,12 @@ impl FromStr for NicConfig {
                 NicBackend::Fd(fd)
             }
         };
-        Ok(NicConfig { backend, mac, pcap })
+        Ok(NicConfig {
+            backend,
+            mac,
+            pcap,
+            offload,
+        })
     }
 }
 
@@ -399,6 +416,7 @@ pub fn open_nics(nics: &[NicConfig], observe: &Observe) -> Result<Vec<Nic>, NetE
                     what: "a virtio-net device",
                     source,
                 })?;
+            net.set_offload(config.offload);
             if observe.trace || !pcaps.is_empty() {
                 net.set_observer(Box::new(NicObserver {
                     index,
@@ -406,7 +424,12 @@ pub fn open_nics(nics: &[NicConfig], observe: &Observe) -> Result<Vec<Nic>, NetE
                     pcaps,
                 }));
             }
-            log::info!("net{index}: {} mac {} mtu {mtu}", opened.label, opened.mac);
+            log::info!(
+                "net{index}: {} mac {} mtu {mtu}, offering {}",
+                opened.label,
+                opened.mac,
+                features::names(net.features())
+            );
             let counters = net.counters();
             let kind = if backend::is_macvtap(&ifname) {
                 symmetry::HostKind::Macvtap
@@ -504,14 +527,20 @@ impl fmt::Display for NicReport {
         let c = &self.counters;
         write!(
             f,
-            "net{}: tap={} guest_tx_frames={} guest_tx_bytes={} guest_rx_frames={} guest_rx_bytes={} dropped={}",
+            "net{}: tap={} guest_tx_frames={} guest_tx_bytes={} guest_rx_frames={} guest_rx_bytes={} dropped={} \
+             rx_merged={} kicks_rx={} kicks_tx={} interrupts={} features={}",
             self.index,
             self.tap,
             c.tx_frames,
             c.tx_bytes,
             c.rx_frames,
             c.rx_bytes,
-            c.dropped()
+            c.dropped(),
+            c.rx_merged_frames,
+            c.rx_notifications,
+            c.tx_notifications,
+            c.interrupts,
+            features::names(c.features)
         )
     }
 }
@@ -537,6 +566,9 @@ mod tests {
         );
         assert_eq!(nic.mac.unwrap().to_string(), "52:54:00:aa:bb:cc");
         assert_eq!(parse("tap=t1").unwrap(), NicConfig::tap("t1"));
+        assert!(NicConfig::tap("t1").offload, "offloads are on by default");
+        assert!(!parse("tap=t1,offload=off").unwrap().offload);
+        assert!(parse("fd=3,offload=on").unwrap().offload);
     }
 
     #[test]
@@ -583,8 +615,10 @@ mod tests {
     fn test_net_spec_errors_name_the_problem() {
         let msg = |s: &str| parse(s).unwrap_err();
         assert!(msg("mac=52:54:00:aa:bb:cc").contains("must start with tap=, macvtap= or fd="));
-        assert!(msg("tap=a,color=red")
-            .contains("unknown option \"color\" for tap= (known: mac, bridge, mtu, pcap)"));
+        assert!(msg("tap=a,color=red").contains(
+            "unknown option \"color\" for tap= (known: mac, bridge, mtu, pcap, offload)"
+        ));
+        assert!(msg("tap=a,offload=maybe").contains("offload=\"maybe\": use on or off"));
         assert!(msg("tap=a,link=eth0").contains("unknown option \"link\""));
         assert!(msg("macvtap=m,bridge=br0").contains("unknown option \"bridge\""));
         assert!(msg("tap=a,mac=zz").contains("not a MAC address"));
@@ -617,8 +651,7 @@ mod tests {
         assert!(check_nics(&[NicConfig::tap("a"), NicConfig::tap("b")]).is_ok());
         let closed = NicConfig {
             backend: NicBackend::Fd(987),
-            mac: None,
-            pcap: None,
+            ..NicConfig::tap("unused")
         };
         assert!(matches!(
             check_nics(&[closed]),

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pcap_file::pcap::{PcapPacket, PcapWriter};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+
+/// Largest packet recorded whole.
+const SNAPLEN: u32 = 262_144;
 
 /// A pcap file being written, shareable between NICs.
 pub type SharedPcap = Arc<Mutex<Pcap>>;
@@ -49,7 +52,13 @@ impl Pcap {
             path: path.to_owned(),
             source,
         })?;
-        let writer = PcapWriter::new(file).map_err(|source| PcapError::Header {
+        // 256 KiB per packet (tcpdump's default): GSO frames are up to 65,550 bytes, more than
+        // the 65,535 of pcap-file's default header, which would refuse them.
+        let header = PcapHeader {
+            snaplen: SNAPLEN,
+            ..PcapHeader::default()
+        };
+        let writer = PcapWriter::with_header(file, header).map_err(|source| PcapError::Header {
             path: path.to_owned(),
             source,
         })?;

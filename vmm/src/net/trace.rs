@@ -188,10 +188,16 @@ pub fn trace_line(index: usize, event: &FrameEvent<'_>) -> String {
         Direction::Rx => "RX",
     };
     let lens: Vec<String> = event.desc_lens.iter().map(u32::to_string).collect();
+    // A frame merged across RX buffers names every chain it filled.
+    let head = if event.heads.len() > 1 {
+        let heads: Vec<String> = event.heads.iter().map(u16::to_string).collect();
+        format!("heads={}", heads.join(","))
+    } else {
+        format!("head={}", event.head)
+    };
     format!(
-        "net{index} {dir} q{} head={} descs={} [{}] {} {}",
+        "net{index} {dir} q{} {head} descs={} [{}] {} {}",
         event.queue,
-        event.head,
         event.desc_lens.len(),
         lens.join(","),
         describe_header(&event.header),

@@ -1,0 +1,207 @@
+//! Guest buffers as iovecs, checked once, for the one `readv`/`writev` a frame takes.
+//!
+//! A descriptor chain is turned into iovecs here, the one check both directions share: every
+//! descriptor must point the right way (device-readable for TX, device-writable for RX) and lie
+//! wholly inside guest RAM, or the chain is malformed. The iovecs go into an [`IovecArray`]
+//! allocated once when the device is activated, so moving a frame allocates nothing.
+
+use std::ops::{Deref, Range};
+
+use virtio_queue::DescriptorChain;
+use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+
+/// Which way the device uses a chain's buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The device reads them (TX).
+    Read,
+    /// The device writes them (RX).
+    Write,
+}
+
+/// Why a chain could not be added to an [`IovecArray`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChainError {
+    /// A descriptor points the wrong way or outside guest RAM.
+    Malformed,
+    /// The array has no room for all of the chain's descriptors.
+    NoRoom,
+}
+
+/// A fixed-capacity array of iovecs, each covering guest RAM checked by [`Self::push_chain`].
+///
+/// It lives next to the guest memory it points into (in the device's `Active` state) and is
+/// dropped with it, so every pointer it holds stays valid as long as the array does.
+pub(crate) struct IovecArray {
+    iovs: Box<[libc::iovec]>,
+    len: usize,
+}
+
+// SAFETY: the raw pointers point into guest memory, which is mapped for the whole life of the
+// `GuestMemoryMmap` kept beside this array and is valid from any thread; the array itself is
+// only used by whoever owns the device, behind its mutex.
+unsafe impl Send for IovecArray {}
+
+impl IovecArray {
+    /// An empty array with room for `capacity` iovecs (allocated now, never again).
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        Self {
+            iovs: vec![empty; capacity].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    /// Number of iovecs held.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Forgets every iovec from `len` on.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Drops the first `n` iovecs, moving the rest to the front.
+    pub(crate) fn drain_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.iovs.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// Appends the descriptors of `chain`, checking each points the `access` way and lies in
+    /// `mem`; returns the chain's total length. On error nothing is appended, and the chain
+    /// has been walked to its end (so the caller can complete it).
+    pub(crate) fn push_chain<M>(
+        &mut self,
+        chain: DescriptorChain<M>,
+        mem: &GuestMemoryMmap,
+        access: Access,
+    ) -> Result<usize, ChainError>
+    where
+        M: Deref,
+        M::Target: vm_memory::GuestMemory,
+    {
+        let start = self.len;
+        let mut total = 0usize;
+        let mut error = None;
+        for desc in chain {
+            let direction_ok = desc.is_write_only() == (access == Access::Write);
+            let slice = direction_ok
+                .then(|| mem.get_slice(desc.addr(), desc.len() as usize).ok())
+                .flatten();
+            match slice {
+                None => error = Some(ChainError::Malformed),
+                Some(_) if self.len == self.iovs.len() => {
+                    error = error.or(Some(ChainError::NoRoom));
+                }
+                Some(slice) if error.is_none() => {
+                    total += slice.len();
+                    self.iovs[self.len] = libc::iovec {
+                        iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                        iov_len: slice.len(),
+                    };
+                    self.len += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        match error {
+            Some(e) => {
+                self.len = start;
+                Err(e)
+            }
+            None => Ok(total),
+        }
+    }
+
+    /// The iovecs in `range`, for one system call.
+    pub(crate) fn guest(&self, range: Range<usize>) -> GuestIovecs<'_> {
+        GuestIovecs {
+            iovs: &self.iovs[..self.len][range],
+        }
+    }
+}
+
+/// Guest buffers for one `readv`/`writev`: every iovec covers guest RAM that the driver gave
+/// the device for this direction, mapped for at least as long as this value lives. Only this
+/// crate makes them (from checked descriptor chains), which is what lets a [`crate::Backend`]
+/// hand them to the kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestIovecs<'a> {
+    iovs: &'a [libc::iovec],
+}
+
+impl<'a> GuestIovecs<'a> {
+    /// The iovecs, for `readv`/`writev`.
+    pub fn as_iovecs(&self) -> &'a [libc::iovec] {
+        self.iovs
+    }
+
+    /// Total bytes the buffers hold.
+    pub fn len(&self) -> usize {
+        self.iovs.iter().map(|iov| iov.iov_len).sum()
+    }
+
+    /// Whether the buffers hold nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each buffer as a volatile slice of guest memory.
+    pub fn slices(&self) -> impl Iterator<Item = VolatileSlice<'a>> + 'a {
+        self.iovs.iter().map(|iov| {
+            // SAFETY: by the type's invariant the iovec covers mapped guest RAM that outlives
+            // 'a; VolatileSlice accesses tolerate the guest changing it concurrently.
+            unsafe { VolatileSlice::new(iov.iov_base.cast(), iov.iov_len) }
+        })
+    }
+
+    /// Appends the first `len` bytes of the buffers to `out` (tracing, capture, tests).
+    pub fn copy_out(&self, len: usize, out: &mut Vec<u8>) {
+        let mut left = len;
+        for slice in self.slices() {
+            if left == 0 {
+                break;
+            }
+            let take = slice.len().min(left);
+            let start = out.len();
+            out.resize(start + take, 0);
+            slice.copy_to(&mut out[start..]);
+            left -= take;
+        }
+    }
+
+    /// Fills the buffers from `data`, in order; returns how many bytes fitted.
+    pub fn copy_in(&self, mut data: &[u8]) -> usize {
+        let mut written = 0;
+        for slice in self.slices() {
+            if data.is_empty() {
+                break;
+            }
+            let n = slice.len().min(data.len());
+            slice.copy_from(&data[..n]);
+            data = &data[n..];
+            written += n;
+        }
+        written
+    }
+
+    /// Writes `bytes` at byte `offset` of the buffers, wherever they fall among them (the
+    /// header's `num_buffers` may straddle two descriptors).
+    pub(crate) fn write_at(&self, offset: usize, bytes: &[u8]) {
+        for (i, byte) in bytes.iter().enumerate() {
+            let mut at = offset + i;
+            for slice in self.slices() {
+                if at < slice.len() {
+                    let _ = slice.write_obj(*byte, at);
+                    break;
+                }
+                at -= slice.len();
+            }
+        }
+    }
+}
