@@ -1,14 +1,12 @@
 //! virtio-net end to end: netprobe on real KVM, a real tap on a real bridge, each test in its
 //! own network namespace (deleted afterwards, also on failure).
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::Stdio;
 use std::time::Duration;
 
 use vmm_integration_tests::netns::{parse_mac, Netns, RawSocket};
 use vmm_integration_tests::{
     assert_one_line_error, assert_pass, field, netprobe, probe_counter, require_root,
-    require_root_and_kvm, vmm_counter, Run,
+    require_root_and_kvm, vmm_counter,
 };
 
 /// The tests' EtherType (IEEE 802 local experimental), which netprobe's sink counts.
@@ -113,58 +111,6 @@ fn test_byte_symmetry_guest_vmm_and_tap_counters_agree() {
     assert!(tap_rx >= 42 + 10 * 98, "{}", run.dump());
 }
 
-/// Starts vmm in `ns`, waits for netprobe's "ready" line, runs `during` with the guest's MAC,
-/// then collects the rest of the run.
-fn with_running_guest(ns: &Netns, cmdline: &str, during: impl FnOnce([u8; 6]) + Send) -> Run {
-    let mut child = ns
-        .vmm_command(
-            &[
-                "--kernel",
-                &netprobe(),
-                "--tap",
-                "vnet0",
-                "--cmdline",
-                cmdline,
-            ],
-            60,
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start vmm");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut console = String::new();
-    let mut mac = None;
-    let mut line = String::new();
-    while mac.is_none() && stdout.read_line(&mut line).unwrap_or(0) > 0 {
-        if let Some(rest) = line.strip_prefix("netprobe: net mac=") {
-            mac = Some(parse_mac(rest.split(' ').next().unwrap()));
-        }
-        console.push_str(&line);
-        line.clear();
-    }
-    if let Some(mac) = mac {
-        during(mac);
-    }
-    stdout.read_to_string(&mut console).unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let status = child.wait().unwrap();
-    let run = Run {
-        stdout: console,
-        stderr,
-        code: status.code(),
-    };
-    assert!(mac.is_some(), "netprobe never became ready\n{}", run.dump());
-    run
-}
-
 /// A test frame from `src` to `dst` with a sequence number in its payload.
 fn test_frame(dst: [u8; 6], src: [u8; 6], seq: u16, len: usize) -> Vec<u8> {
     let mut f = vec![0u8; len];
@@ -183,9 +129,16 @@ fn test_host_frames_written_on_the_bridge_all_reach_netprobe_sink() {
     const N: u16 = 50;
     let ns = Netns::with_bridge_and_tap("sink");
     let bridge_mac = parse_mac(&ns.sh("cat /sys/class/net/br0/address"));
-    let run = with_running_guest(
-        &ns,
-        &format!("netprobe.mode=sink netprobe.count={N} netprobe.idle_ms=10000"),
+    let cmdline = format!("netprobe.mode=sink netprobe.count={N} netprobe.idle_ms=10000");
+    let run = ns.with_running_guest(
+        &[
+            "--kernel",
+            &netprobe(),
+            "--tap",
+            "vnet0",
+            "--cmdline",
+            &cmdline,
+        ],
         |guest| {
             ns.enter(|| {
                 let sock = RawSocket::open("br0", ETH_TEST).expect("AF_PACKET socket on br0");
@@ -220,9 +173,16 @@ fn test_echo_mode_returns_each_frame_with_macs_swapped() {
     let ns = Netns::with_bridge_and_tap("echo");
     let bridge_mac = parse_mac(&ns.sh("cat /sys/class/net/br0/address"));
     let mut echoes = Vec::new();
-    let run = with_running_guest(
-        &ns,
-        &format!("netprobe.mode=echo netprobe.count={N} netprobe.idle_ms=10000"),
+    let cmdline = format!("netprobe.mode=echo netprobe.count={N} netprobe.idle_ms=10000");
+    let run = ns.with_running_guest(
+        &[
+            "--kernel",
+            &netprobe(),
+            "--tap",
+            "vnet0",
+            "--cmdline",
+            &cmdline,
+        ],
         |guest| {
             echoes = ns.enter(|| {
                 let sock = RawSocket::open("br0", ETH_TEST).expect("AF_PACKET socket on br0");

@@ -3,7 +3,7 @@
 //! the [`Netns`] is dropped, also when the test fails.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,6 +106,48 @@ impl Netns {
     /// Runs `vmm` in the namespace to the end.
     pub fn run_vmm(&self, args: &[&str], timeout_s: u64) -> Run {
         run_command(&mut self.vmm_command(args, timeout_s))
+    }
+
+    /// Starts `vmm args` in the namespace, waits for netprobe's "ready" line, runs `during`
+    /// with the guest's MAC, then collects the rest of the run.
+    pub fn with_running_guest(&self, args: &[&str], during: impl FnOnce([u8; 6])) -> Run {
+        let mut child = self
+            .vmm_command(args, 60)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start vmm");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut console = String::new();
+        let mut mac = None;
+        let mut line = String::new();
+        while mac.is_none() && stdout.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(rest) = line.strip_prefix("netprobe: net mac=") {
+                mac = Some(parse_mac(rest.split(' ').next().unwrap()));
+            }
+            console.push_str(&line);
+            line.clear();
+        }
+        if let Some(mac) = mac {
+            during(mac);
+        }
+        stdout.read_to_string(&mut console).unwrap();
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let status = child.wait().unwrap();
+        let run = Run {
+            stdout: console,
+            stderr,
+            code: status.code(),
+        };
+        assert!(mac.is_some(), "netprobe never became ready\n{}", run.dump());
+        run
     }
 
     /// Runs `f` on a thread that has entered this namespace (setns is per thread).
@@ -222,6 +264,26 @@ impl RawSocket {
             )
         };
         if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// From now on, every frame sent carries a `struct virtio_net_hdr` (10 bytes) in front:
+    /// PACKET_VNET_HDR, the way to hand the kernel a GSO frame from user space.
+    pub fn enable_vnet_hdr(&self) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: PACKET_VNET_HDR takes an int, passed with its size.
+        let ret = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_VNET_HDR,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if ret < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())

@@ -61,6 +61,30 @@ pub fn parse_ip(s: &[u8]) -> Option<u32> {
 }
 
 /// The first `virtio_mmio.device=<size>@<base>:<irq>` on the command line: its base address.
+/// Parses `aa:bb:cc:dd:ee:ff` (hex digits, either case).
+pub fn parse_mac(s: &[u8]) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(|c| *c == b':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 2 {
+            return None;
+        }
+        let mut v = 0u8;
+        for c in part {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return None,
+            };
+            v = v * 16 + d;
+        }
+        *byte = v;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 pub fn virtio_mmio_base(cmdline: &[u8]) -> Option<u64> {
     for word in cmdline.split(|b| *b == b' ') {
         if let Some(spec) = word.strip_prefix(b"virtio_mmio.device=") {

@@ -67,7 +67,16 @@ extern "C" fn netprobe_main(boot_params: u64) -> ! {
         b"flood" => modes::run_net_mode(&mut out, &params, modes::flood::run),
         b"sink" => modes::run_net_mode(&mut out, &params, modes::sink::run),
         b"echo" => modes::run_net_mode(&mut out, &params, modes::echo::run),
-        _ => Err("unknown netprobe.mode (known: boot, ping, flood, sink, echo)"),
+        b"tso" => {
+            modes::run_net_mode_with(&mut out, &params, modes::tso::FEATURES, modes::tso::run)
+        }
+        b"gso-rx" => modes::run_net_mode_with(
+            &mut out,
+            &params,
+            modes::gso_rx::FEATURES,
+            modes::gso_rx::run,
+        ),
+        _ => Err("unknown netprobe.mode (known: boot, ping, flood, sink, echo, tso, gso-rx)"),
     };
     match result {
         Ok(()) => out.line(b"netprobe: PASS"),

@@ -10,6 +10,10 @@ pub const ETH_TEST: u16 = 0x88b5;
 pub const BROADCAST: [u8; 6] = [0xff; 6];
 const IP_PROTO_ICMP: u8 = 1;
 const IP_PROTO_UDP: u8 = 17;
+/// IP protocol number of TCP.
+pub const IP_PROTO_TCP: u8 = 6;
+/// Ethernet + IPv4 + TCP header lengths of the segments we build (no options).
+pub const TCP_HEADERS: usize = ETH_LEN + IP_LEN + 20;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 /// Ethernet + IPv4 header lengths (no IP options in what we send).
@@ -234,6 +238,55 @@ pub fn udp(
     u[6..8].fill(0); // checksum optional in IPv4
     for (i, byte) in u[8..].iter_mut().enumerate() {
         *byte = (i as u8) ^ (seq as u8);
+    }
+    size
+}
+
+/// Byte `i` of the payload of a test TCP segment (the host side checks the same pattern).
+pub fn payload_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// The partial checksum a device expects in a TCP header with NEEDS_CSUM: the sum of the IPv4
+/// pseudo header (addresses, protocol, TCP length), folded but not complemented — the device
+/// (here: the host kernel) adds the TCP header and payload and complements.
+fn pseudo_header_sum(src: u32, dst: u32, tcp_len: usize) -> u16 {
+    let mut pseudo = [0u8; 12];
+    pseudo[0..4].copy_from_slice(&src.to_be_bytes());
+    pseudo[4..8].copy_from_slice(&dst.to_be_bytes());
+    pseudo[9] = IP_PROTO_TCP;
+    pseudo[10..12].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+    !checksum(&pseudo)
+}
+
+/// Writes one TCP segment of `payload` bytes (PSH|ACK, seq 1, to port 5001) whose checksum is
+/// left to the device; returns the frame length. The caller sends it with a virtio-net header
+/// that asks for checksum offload and, if it is longer than the MSS, segmentation (TSO).
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_segment(
+    b: &mut [u8],
+    payload: usize,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: u32,
+    dst: u32,
+) -> usize {
+    let size = (TCP_HEADERS + payload).min(b.len());
+    let tcp_len = size - ETH_LEN - IP_LEN;
+    put_eth(b, dst_mac, src_mac, ETH_IPV4);
+    put_ipv4(b, IP_PROTO_TCP, src, dst, tcp_len, 1);
+    let t = &mut b[ETH_LEN + IP_LEN..size];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&5001u16.to_be_bytes());
+    t[4..8].copy_from_slice(&1u32.to_be_bytes()); // sequence number
+    t[8..12].copy_from_slice(&1u32.to_be_bytes()); // acknowledgement number
+    t[12] = 5 << 4; // data offset: 5 words, no options
+    t[13] = 0x18; // PSH | ACK
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    t[16..18].copy_from_slice(&pseudo_header_sum(src, dst, tcp_len).to_be_bytes());
+    t[18..20].fill(0);
+    for (i, byte) in t[20..].iter_mut().enumerate() {
+        *byte = payload_byte(i);
     }
     size
 }

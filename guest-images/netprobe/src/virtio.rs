@@ -78,8 +78,9 @@ impl Mmio {
     }
 }
 
-/// Entries per queue (a power of two, at most the device's QueueNumMax).
-pub const QUEUE_SIZE: usize = 32;
+/// Entries per queue (a power of two, at most the device's QueueNumMax). 64 RX buffers of
+/// 1536 bytes make 96 KiB: room for a 64 KiB GSO frame merged across buffers.
+pub const QUEUE_SIZE: usize = 64;
 
 /// Descriptor flag: the device writes this buffer.
 pub const DESC_F_WRITE: u16 = 2;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::Endianness;
 
 /// Largest packet recorded whole.
 const SNAPLEN: u32 = 262_144;
@@ -56,6 +57,7 @@ impl Pcap {
         // the 65,535 of pcap-file's default header, which would refuse them.
         let header = PcapHeader {
             snaplen: SNAPLEN,
+            endianness: Endianness::native(),
             ..PcapHeader::default()
         };
         let writer = PcapWriter::with_header(file, header).map_err(|source| PcapError::Header {

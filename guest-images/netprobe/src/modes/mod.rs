@@ -9,8 +9,10 @@
 pub mod boot;
 pub mod echo;
 pub mod flood;
+pub mod gso_rx;
 pub mod ping;
 pub mod sink;
+pub mod tso;
 
 use crate::boot_params::BootParams;
 use crate::clock::Clock;
@@ -104,16 +106,26 @@ impl NetCtx<'_> {
     }
 }
 
-/// Sets up the NIC, runs `mode`, and prints the counters line.
+/// Sets up the NIC with the basic features, runs `mode`, and prints the counters line.
 pub fn run_net_mode(
     out: &mut Console,
     params: &BootParams,
     mode: fn(&mut NetCtx) -> Result<(), &'static str>,
 ) -> Result<(), &'static str> {
+    run_net_mode_with(out, params, 0, mode)
+}
+
+/// Like [`run_net_mode`], also accepting the features of `extra` that the device offers.
+pub fn run_net_mode_with(
+    out: &mut Console,
+    params: &BootParams,
+    extra: u64,
+    mode: fn(&mut NetCtx) -> Result<(), &'static str>,
+) -> Result<(), &'static str> {
     let cmdline = params.cmdline();
     let base = cmdline::virtio_mmio_base(cmdline)
         .ok_or("no virtio_mmio.device= on the command line (start vmm with --tap)")?;
-    let dev = NetDev::init(base)?;
+    let dev = NetDev::init(base, extra)?;
     out.str(b"netprobe: net mac=");
     out.mac(&dev.mac);
     out.kv_dec(b"mtu", u64::from(dev.mtu));
