@@ -37,6 +37,23 @@ pub struct NetCounters {
     pub features: AtomicU64,
 }
 
+/// Frames and bytes moved during one pass, added to the shared counters at its end.
+#[derive(Debug, Default)]
+pub(crate) struct Moved {
+    pub(crate) frames: u64,
+    pub(crate) bytes: u64,
+}
+
+impl Moved {
+    /// Adds the pass's figures to `frames` and `bytes`.
+    pub(crate) fn add_to(&self, frames: &AtomicU64, bytes: &AtomicU64) {
+        if self.frames > 0 {
+            NetCounters::add(frames, self.frames);
+            NetCounters::add(bytes, self.bytes);
+        }
+    }
+}
+
 /// A copy of the counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CountersSnapshot {

@@ -34,7 +34,9 @@ pub(crate) enum ChainError {
 /// dropped with it, so every pointer it holds stays valid as long as the array does.
 pub(crate) struct IovecArray {
     iovs: Box<[libc::iovec]>,
-    len: usize,
+    /// The iovecs held are `iovs[start..end]`: dropping from the front only moves `start`.
+    start: usize,
+    end: usize,
 }
 
 // SAFETY: the raw pointers point into guest memory, which is mapped for the whole life of the
@@ -51,41 +53,66 @@ impl IovecArray {
         };
         Self {
             iovs: vec![empty; capacity].into_boxed_slice(),
-            len: 0,
+            start: 0,
+            end: 0,
         }
     }
 
     /// Number of iovecs held.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.end - self.start
     }
 
-    /// Forgets every iovec from `len` on.
+    /// Forgets every iovec from the `len`th on.
     pub(crate) fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+        self.end = self.end.min(self.start + len);
+        if self.end == self.start {
+            self.clear();
+        }
     }
 
-    /// Drops the first `n` iovecs, moving the rest to the front.
+    /// Forgets every iovec.
+    pub(crate) fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Drops the first `n` iovecs (no copy: the window moves).
     pub(crate) fn drain_front(&mut self, n: usize) {
-        let n = n.min(self.len);
-        self.iovs.copy_within(n..self.len, 0);
-        self.len -= n;
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.clear();
+        }
+    }
+
+    /// Moves the iovecs held to the front of the array, to make room at the end. Rare: only
+    /// when the window reaches the end of the array.
+    fn compact(&mut self) {
+        self.iovs.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
     }
 
     /// Appends the descriptors of `chain`, checking each points the `access` way and lies in
-    /// `mem`; returns the chain's total length. On error nothing is appended, and the chain
-    /// has been walked to its end (so the caller can complete it).
+    /// `mem`; returns the chain's total length and how many iovecs it added. On error nothing
+    /// is appended, and the chain has been walked to its end (so the caller can complete it).
     pub(crate) fn push_chain<M>(
         &mut self,
         chain: DescriptorChain<M>,
         mem: &GuestMemoryMmap,
         access: Access,
-    ) -> Result<usize, ChainError>
+    ) -> Result<(usize, usize), ChainError>
     where
         M: Deref,
         M::Target: vm_memory::GuestMemory,
     {
-        let start = self.len;
+        // A chain has at most a queue's worth of descriptors (virtio-queue stops it there):
+        // make room for that many after `end` if the window has moved along.
+        let room = usize::from(crate::device::QUEUE_SIZE);
+        if self.start > 0 && self.iovs.len() - self.end < room {
+            self.compact();
+        }
+        let start = self.end;
         let mut total = 0usize;
         let mut error = None;
         for desc in chain {
@@ -95,33 +122,36 @@ impl IovecArray {
                 .flatten();
             match slice {
                 None => error = Some(ChainError::Malformed),
-                Some(_) if self.len == self.iovs.len() => {
+                Some(_) if self.end == self.iovs.len() => {
                     error = error.or(Some(ChainError::NoRoom));
                 }
                 Some(slice) if error.is_none() => {
                     total += slice.len();
-                    self.iovs[self.len] = libc::iovec {
+                    self.iovs[self.end] = libc::iovec {
                         iov_base: slice.ptr_guard_mut().as_ptr().cast(),
                         iov_len: slice.len(),
                     };
-                    self.len += 1;
+                    self.end += 1;
                 }
                 Some(_) => {}
             }
         }
         match error {
             Some(e) => {
-                self.len = start;
+                self.end = start;
+                if self.end == self.start {
+                    self.clear();
+                }
                 Err(e)
             }
-            None => Ok(total),
+            None => Ok((total, self.end - start)),
         }
     }
 
-    /// The iovecs in `range`, for one system call.
+    /// The iovecs in `range` (counted from the first held), for one system call.
     pub(crate) fn guest(&self, range: Range<usize>) -> GuestIovecs<'_> {
         GuestIovecs {
-            iovs: &self.iovs[..self.len][range],
+            iovs: &self.iovs[self.start..self.end][range],
         }
     }
 }

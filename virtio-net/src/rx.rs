@@ -25,7 +25,7 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use crate::backend::Backend;
-use crate::counters::NetCounters;
+use crate::counters::{Moved, NetCounters};
 use crate::device::{driver_wants_interrupt, Net, RX_QUEUE};
 use crate::iovecs::{Access, ChainError, IovecArray};
 use crate::observer::{observe, Direction};
@@ -49,22 +49,32 @@ pub enum RxOutcome {
     Failed,
 }
 
-/// One RX chain held by the device: its head and where its iovecs are.
+/// One RX chain held by the device: its head, and where it ends among the bytes and iovecs
+/// held (running totals, so that "how many chains cover N bytes" is a binary search).
 #[derive(Clone, Copy, Debug, Default)]
 struct HeldChain {
     head: u16,
-    iovs: usize,
-    bytes: usize,
+    /// Bytes of all chains pushed so far, this one included.
+    end_bytes: u64,
+    /// Iovecs of all chains pushed so far, this one included.
+    end_iovs: u64,
 }
 
 /// RX chains popped from the avail ring and not yet filled, with their iovecs, in ring order.
-/// A frame takes chains from the front; the rest wait for the next frame. Fixed capacity,
-/// allocated at activation.
+/// A frame takes chains from the front; the rest wait for the next frame. Both arrays are
+/// windows that move along as chains are taken (copied back to the front only when a window
+/// reaches the end), and are allocated at activation.
 pub(crate) struct RxBuffers {
     iovs: IovecArray,
     chains: Box<[HeldChain]>,
-    len: usize,
-    bytes: usize,
+    /// The chains held are `chains[first..last]`.
+    first: usize,
+    last: usize,
+    /// Bytes and iovecs of all chains ever taken by frames / ever pushed.
+    taken_bytes: u64,
+    pushed_bytes: u64,
+    taken_iovs: u64,
+    pushed_iovs: u64,
 }
 
 /// Why filling stopped.
@@ -82,19 +92,48 @@ impl RxBuffers {
     pub(crate) fn new(queue_size: u16) -> Self {
         Self {
             iovs: IovecArray::with_capacity(MAX_RX_IOVS),
-            chains: vec![HeldChain::default(); usize::from(queue_size)].into_boxed_slice(),
-            len: 0,
-            bytes: 0,
+            chains: vec![HeldChain::default(); 2 * usize::from(queue_size)].into_boxed_slice(),
+            first: 0,
+            last: 0,
+            taken_bytes: 0,
+            pushed_bytes: 0,
+            taken_iovs: 0,
+            pushed_iovs: 0,
         }
+    }
+
+    fn len(&self) -> usize {
+        self.last - self.first
+    }
+
+    fn bytes(&self) -> u64 {
+        self.pushed_bytes - self.taken_bytes
     }
 
     /// Whether the chains held can take a frame of up to `frame_max` bytes (header included).
     fn enough(&self, mergeable: bool, frame_max: usize) -> bool {
         if mergeable {
-            self.bytes >= frame_max
+            self.bytes() >= frame_max as u64
         } else {
-            self.len > 0
+            self.len() > 0
         }
+    }
+
+    /// Holds one more chain, whose `iovs` iovecs were just pushed.
+    fn hold(&mut self, head: u16, bytes: usize, iovs: usize) {
+        if self.last == self.chains.len() {
+            self.chains.copy_within(self.first..self.last, 0);
+            self.last -= self.first;
+            self.first = 0;
+        }
+        self.pushed_bytes += bytes as u64;
+        self.pushed_iovs += iovs as u64;
+        self.chains[self.last] = HeldChain {
+            head,
+            end_bytes: self.pushed_bytes,
+            end_iovs: self.pushed_iovs,
+        };
+        self.last += 1;
     }
 
     /// Pops chains until they can take the largest frame. Chains no frame fits in (without
@@ -112,27 +151,21 @@ impl RxBuffers {
         let smallest = if mergeable { VNET_HDR_LEN } else { frame_max };
         let mut returned = false;
         while !self.enough(mergeable, frame_max) {
-            if self.len == self.chains.len() {
+            if self.len() == self.chains.len() / 2 {
                 return (Fill::Short, returned);
             }
             let Some(chain) = queue.pop_descriptor_chain(mem) else {
                 return (Fill::Short, returned);
             };
             let head = chain.head_index();
-            let first = self.iovs.len();
+            let held = self.iovs.len();
             match self.iovs.push_chain(chain, mem, Access::Write) {
-                Ok(bytes) if bytes >= smallest => {
-                    self.chains[self.len] = HeldChain {
-                        head,
-                        iovs: self.iovs.len() - first,
-                        bytes,
-                    };
-                    self.len += 1;
-                    self.bytes += bytes;
+                Ok((bytes, iovs)) if bytes >= smallest => {
+                    self.hold(head, bytes, iovs);
                     continue;
                 }
-                Ok(bytes) => {
-                    self.iovs.truncate(first);
+                Ok((bytes, _)) => {
+                    self.iovs.truncate(held);
                     log::debug!(
                         "virtio-net RX: chain {head} holds {bytes} bytes, a frame needs {smallest}"
                     );
@@ -156,27 +189,31 @@ impl RxBuffers {
         (Fill::Enough, returned)
     }
 
-    /// How many chains, and iovecs, from the front cover `bytes`.
+    /// The chains held, oldest first.
+    fn held(&self) -> &[HeldChain] {
+        &self.chains[self.first..self.last]
+    }
+
+    /// How many chains, and iovecs, from the front cover `bytes` (at least one chain).
     fn covering(&self, bytes: usize) -> (usize, usize) {
-        let (mut chains, mut iovs, mut total) = (0, 0, 0);
-        for chain in &self.chains[..self.len] {
-            if total >= bytes && chains > 0 {
-                break;
-            }
-            chains += 1;
-            iovs += chain.iovs;
-            total += chain.bytes;
-        }
-        (chains, iovs)
+        let held = self.held();
+        let target = self.taken_bytes + bytes as u64;
+        let k = (held.partition_point(|c| c.end_bytes < target) + 1).min(held.len());
+        (k, (held[k - 1].end_iovs - self.taken_iovs) as usize)
     }
 
     /// Forgets the first `n` chains (they went to the used ring).
     fn consume(&mut self, n: usize) {
-        let iovs: usize = self.chains[..n].iter().map(|c| c.iovs).sum();
-        self.bytes -= self.chains[..n].iter().map(|c| c.bytes).sum::<usize>();
-        self.chains.copy_within(n..self.len, 0);
-        self.len -= n;
-        self.iovs.drain_front(iovs);
+        let last_taken = self.held()[n - 1];
+        self.iovs
+            .drain_front((last_taken.end_iovs - self.taken_iovs) as usize);
+        self.taken_bytes = last_taken.end_bytes;
+        self.taken_iovs = last_taken.end_iovs;
+        self.first += n;
+        if self.first == self.last {
+            self.first = 0;
+            self.last = 0;
+        }
     }
 }
 
@@ -198,6 +235,9 @@ impl<B: Backend> Net<B> {
         let (mergeable, frame_max) = (active.mergeable, active.rx_frame_max);
         let counters = &self.counters;
         let mut used = false;
+        // Counted once per pass, not per frame (atomic adds are not free).
+        let mut delivered = Moved::default();
+        let mut merged = 0;
 
         if queue.iter(mem).is_err() {
             self.fail("RX avail ring index is corrupt");
@@ -210,10 +250,7 @@ impl<B: Backend> Net<B> {
             let (fill, returned) = held.fill(queue, mem, mergeable, frame_max, counters);
             used |= returned;
             match fill {
-                Fill::Corrupt => {
-                    self.fail("RX used ring is outside guest memory");
-                    return RxOutcome::Failed;
-                }
+                Fill::Corrupt => break RxOutcome::Failed,
                 Fill::Short => {
                     // Ask to be told about new buffers; look again in case some just came.
                     match queue.enable_notification(mem) {
@@ -223,7 +260,7 @@ impl<B: Backend> Net<B> {
                 }
                 Fill::Enough => {}
             }
-            let (chains, iovs) = held.covering(frame_max);
+            let (_, iovs) = held.covering(frame_max);
             let bufs = held.iovs.guest(0..iovs);
             let n = match self.backend.read_frame(bufs) {
                 Ok(n) if (VNET_HDR_LEN..=bufs.len()).contains(&n) => n,
@@ -242,38 +279,55 @@ impl<B: Backend> Net<B> {
                     break RxOutcome::TapEmpty;
                 }
             };
-            let (k, k_iovs) = if mergeable {
-                held.covering(n)
-            } else {
-                (chains, iovs)
-            };
+            // Without MRG_RXBUF the one chain held took the whole frame.
+            let (k, k_iovs) = held.covering(n);
             let frame = held.iovs.guest(0..k_iovs);
             frame.write_at(NUM_BUFFERS_OFFSET, &(k as u16).to_le_bytes());
-            let mut left = n;
-            for chain in &held.chains[..k] {
-                let len = left.min(chain.bytes);
-                left -= len;
-                if queue.add_used(mem, chain.head, len as u32).is_err() {
-                    self.fail("RX used ring is outside guest memory");
-                    return RxOutcome::Failed;
-                }
+            if held.complete(k, n, queue, mem).is_err() {
+                break RxOutcome::Failed;
             }
             used = true;
-            NetCounters::inc(&counters.rx_frames);
-            NetCounters::add(&counters.rx_bytes, (n - VNET_HDR_LEN) as u64);
-            if k > 1 {
-                NetCounters::inc(&counters.rx_merged_frames);
-            }
+            delivered.frames += 1;
+            delivered.bytes += (n - VNET_HDR_LEN) as u64;
+            merged += u64::from(k > 1);
             if let Some(observer) = self.observer.as_deref_mut() {
-                let heads: Vec<u16> = held.chains[..k].iter().map(|c| c.head).collect();
+                let heads: Vec<u16> = held.held()[..k].iter().map(|c| c.head).collect();
                 observe(observer, Direction::Rx, RX_QUEUE as u16, &heads, frame, n);
             }
             held.consume(k);
         };
+        delivered.add_to(&counters.rx_frames, &counters.rx_bytes);
+        NetCounters::add(&counters.rx_merged_frames, merged);
+        if outcome == RxOutcome::Failed {
+            self.fail("RX used ring is outside guest memory");
+            return outcome;
+        }
         if used && driver_wants_interrupt(queue, mem) {
             Self::signal_used(&self.interrupt, counters);
         }
         outcome
+    }
+}
+
+impl RxBuffers {
+    /// Puts the first `k` chains on the used ring, in order, each with the bytes of the
+    /// `n`-byte frame it holds. An error means the used ring is outside guest memory.
+    fn complete(
+        &self,
+        k: usize,
+        n: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+    ) -> Result<(), virtio_queue::Error> {
+        let mut start = self.taken_bytes;
+        let mut left = n as u64;
+        for chain in &self.held()[..k] {
+            let len = left.min(chain.end_bytes - start);
+            left -= len;
+            start = chain.end_bytes;
+            queue.add_used(mem, chain.head, len as u32)?;
+        }
+        Ok(())
     }
 }
 

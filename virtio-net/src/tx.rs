@@ -24,7 +24,7 @@
 use std::io::ErrorKind;
 
 use crate::backend::Backend;
-use crate::counters::NetCounters;
+use crate::counters::{Moved, NetCounters};
 use crate::device::{driver_wants_interrupt, Net, TX_QUEUE};
 use crate::iovecs::Access;
 use crate::observer::{observe, Direction};
@@ -58,19 +58,23 @@ impl<B: Backend> Net<B> {
         let counters = &self.counters;
         let mut used = false;
         let mut outcome = TxOutcome::Done;
+        // Counted once per pass, not per frame (atomic adds are not free).
+        let mut sent = Moved::default();
 
         loop {
             if queue.iter(mem).is_err() {
+                sent.add_to(&counters.tx_frames, &counters.tx_bytes);
                 self.fail("TX avail ring index is corrupt");
                 return TxOutcome::Failed;
             }
             let _ = queue.disable_notification(mem);
             while let Some(chain) = queue.pop_descriptor_chain(mem) {
                 let head = chain.head_index();
-                iovs.truncate(0);
+                iovs.clear();
                 let total = iovs
                     .push_chain(chain, mem, Access::Read)
                     .ok()
+                    .map(|(total, _)| total)
                     .filter(|total| (VNET_HDR_LEN..=MAX_TX_CHAIN_BYTES).contains(total));
                 match total {
                     None => {
@@ -81,8 +85,8 @@ impl<B: Backend> Net<B> {
                         let frame = iovs.guest(0..iovs.len());
                         match self.backend.write_frame(frame) {
                             Ok(_) => {
-                                NetCounters::inc(&counters.tx_frames);
-                                NetCounters::add(&counters.tx_bytes, (total - VNET_HDR_LEN) as u64);
+                                sent.frames += 1;
+                                sent.bytes += (total - VNET_HDR_LEN) as u64;
                                 if let Some(observer) = self.observer.as_deref_mut() {
                                     let heads = [head];
                                     let q = TX_QUEUE as u16;
@@ -103,6 +107,7 @@ impl<B: Backend> Net<B> {
                     }
                 }
                 if queue.add_used(mem, head, 0).is_err() {
+                    sent.add_to(&counters.tx_frames, &counters.tx_bytes);
                     self.fail("TX used ring is outside guest memory");
                     return TxOutcome::Failed;
                 }
@@ -113,6 +118,7 @@ impl<B: Backend> Net<B> {
                 break;
             }
         }
+        sent.add_to(&counters.tx_frames, &counters.tx_bytes);
         if used && driver_wants_interrupt(queue, mem) {
             Self::signal_used(&self.interrupt, counters);
         }
