@@ -17,6 +17,7 @@ help:
 	@echo "make linux-guest  build the Linux guest: $(OUT)/bzImage and $(OUT)/initramfs.cpio.gz (~8 min, cached)"
 	@echo "make test-linux   boot the Linux guest under vmm on nested VMX KVM in Bochs, ping, compare counters (~6 min)"
 	@echo "make bench        the device model on a real tap vs raw readv/writev, side by side (root)"
+	@echo "make bench-linux  iperf3 in the Linux guest, vmm vs QEMU in the same nested boot (~6 min)"
 	@echo "make clean        remove build outputs"
 
 build:
@@ -59,6 +60,13 @@ clean:
 	$(CARGO) clean
 	cd $(NETPROBE_DIR) && $(CARGO) clean
 	rm -rf $(OUT)
+
+# iperf3 in the Linux guest against the nested machine, under vmm and under QEMU in the same
+# boot (a benchmark, not a test; needs iperf3 on the host for the guest image and the middle machine).
+bench-linux: build
+	@command -v iperf3 >/dev/null || { echo "bench-linux: apt-get install iperf3 first"; exit 1; }
+	$(MAKE) linux-guest
+	guest-images/nested/bench.sh
 
 # The Linux guest under vmm on a real VMX KVM, nested in Bochs (~5-8 minutes; see README).
 test-linux: build

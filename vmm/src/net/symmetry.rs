@@ -6,6 +6,10 @@
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
+    VIRTIO_NET_F_HOST_TSO6,
+};
 use vmm_virtio_net::{CountersSnapshot, NetCounters};
 
 /// An interface's own counters (`/sys/class/net/<if>/statistics`).
@@ -158,6 +162,14 @@ pub fn render(probe: &Probe, guest: CountersSnapshot, now: Option<HostStats>) ->
     for reason in reasons(&guest, &host) {
         let _ = writeln!(out, "  why: {reason}");
     }
+    if guest.features & SEGMENTATION_OFFLOADS != 0 {
+        let _ = writeln!(
+            out,
+            "  note: with TSO/GSO a frame can be one 64 KiB segment; the tap counts it once, with \
+             its full length, as the device does. It becomes MTU-sized packets only where it \
+             leaves the host (a NIC without TSO), and is counted there as several"
+        );
+    }
     if probe.kind == HostKind::Macvtap {
         let _ = writeln!(
             out,
@@ -167,6 +179,12 @@ pub fn render(probe: &Probe, guest: CountersSnapshot, now: Option<HostStats>) ->
     }
     out
 }
+
+/// Offloads that let one frame be larger than the MTU, either way.
+const SEGMENTATION_OFFLOADS: u64 = (1 << VIRTIO_NET_F_HOST_TSO4)
+    | (1 << VIRTIO_NET_F_HOST_TSO6)
+    | (1 << VIRTIO_NET_F_GUEST_TSO4)
+    | (1 << VIRTIO_NET_F_GUEST_TSO6);
 
 /// Legitimate reasons for the two sides to differ, where they apply.
 fn reasons(guest: &CountersSnapshot, host: &HostStats) -> Vec<String> {
@@ -269,6 +287,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("why: the host dropped 1 frame(s)"), "{text}");
+    }
+
+    #[test]
+    fn test_tso_gets_a_note_on_how_segments_are_counted_and_plain_does_not() {
+        // The baseline of `probe` plus one 16 KiB TSO segment received.
+        let now = HostStats {
+            rx_bytes: 100 + 16_438,
+            tx_bytes: 50,
+            rx_packets: 2,
+            tx_packets: 1,
+            tx_dropped: 0,
+        };
+        let mut tso = guest(1, 16_438, 0, 0);
+        tso.features = 1 << VIRTIO_NET_F_HOST_TSO4;
+        let text = render(&probe(HostKind::Tap), tso, Some(now));
+        assert!(
+            text.contains("match") && text.contains("the tap counts it once"),
+            "{text}"
+        );
+        let plain = render(&probe(HostKind::Tap), guest(1, 16_438, 0, 0), Some(now));
+        assert!(!plain.contains("note:"), "{plain}");
     }
 
     #[test]
