@@ -81,8 +81,11 @@ pub(crate) struct RxBuffers {
 enum Fill {
     /// Enough buffer for the largest frame.
     Enough,
-    /// The ring ran dry (or a hostile driver's chains use up all our iovecs) first.
+    /// The avail ring ran dry first: more buffers may come.
     Short,
+    /// We hold all we can (a queue's worth of chains, or as many iovecs as one readv takes)
+    /// and it is still not enough: only a frame or a reset changes that.
+    Stuck,
     /// The used ring is outside guest memory.
     Corrupt,
 }
@@ -152,7 +155,7 @@ impl RxBuffers {
         let mut returned = false;
         while !self.enough(mergeable, frame_max) {
             if self.len() == self.chains.len() / 2 {
-                return (Fill::Short, returned);
+                return (Fill::Stuck, returned);
             }
             let Some(chain) = queue.pop_descriptor_chain(mem) else {
                 return (Fill::Short, returned);
@@ -178,7 +181,7 @@ impl RxBuffers {
                 Err(ChainError::NoRoom) => {
                     // Ours to give back: the driver sees nothing; retried after a frame.
                     queue.go_to_previous_position();
-                    return (Fill::Short, returned);
+                    return (Fill::Stuck, returned);
                 }
             }
             if queue.add_used(mem, head, 0).is_err() {
@@ -251,9 +254,18 @@ impl<B: Backend> Net<B> {
             used |= returned;
             match fill {
                 Fill::Corrupt => break RxOutcome::Failed,
+                Fill::Stuck => {
+                    log::debug!(
+                        "virtio-net RX: the driver's buffers cannot hold the largest frame"
+                    );
+                    break RxOutcome::NoBuffers;
+                }
                 Fill::Short => {
-                    // Ask to be told about new buffers; look again in case some just came.
+                    // Ask to be told about new buffers; look again in case some just came. A
+                    // ring that looks non-empty but yields nothing has a corrupt index: without
+                    // this check, "look again" would never end.
                     match queue.enable_notification(mem) {
+                        Ok(true) if queue.iter(mem).is_err() => break RxOutcome::Failed,
                         Ok(true) => continue,
                         _ => break RxOutcome::NoBuffers,
                     }
@@ -299,7 +311,7 @@ impl<B: Backend> Net<B> {
         delivered.add_to(&counters.rx_frames, &counters.rx_bytes);
         NetCounters::add(&counters.rx_merged_frames, merged);
         if outcome == RxOutcome::Failed {
-            self.fail("RX used ring is outside guest memory");
+            self.fail("RX ring is corrupt (avail index, or used ring outside guest memory)");
             return outcome;
         }
         if used && driver_wants_interrupt(queue, mem) {
@@ -712,5 +724,28 @@ mod tests {
         assert_eq!(h.net.counters.snapshot().rx_frames, 1);
         assert_eq!(h.net.counters.snapshot().interrupts, 0);
         assert_eq!(h.net.interrupt.status(), 0);
+    }
+
+    #[test]
+    fn test_rx_avail_index_corrupted_mid_pass_ends_the_pass_instead_of_spinning() {
+        let mem = memory();
+        let mut h = Harness::with_features(&mem, mergeable_gso());
+        post(&h, 0, 16, MRG_BUF);
+        h.net.backend.to_guest.push_back(patterned(60));
+        // While the device reads the frame, the guest makes avail.idx impossible (200 with a
+        // 16-entry queue). After the frame the device needs one more chain, finds the ring
+        // "not empty" but unreadable: that must end the pass (NEEDS_RESET), not loop.
+        let (m, avail_idx) = (mem.clone(), h.rx.avail_addr().0 + 2);
+        h.net.backend.on_read = Some(Box::new(move || {
+            vm_memory::Bytes::write_obj(&m, 200u16, vm_memory::GuestAddress(avail_idx)).unwrap();
+        }));
+
+        assert_eq!(h.net.process_rx(), RxOutcome::Failed);
+        assert!(crate::VirtioDevice::needs_reset(&h.net));
+        assert_eq!(
+            h.net.counters.snapshot().rx_frames,
+            1,
+            "the frame before it was delivered"
+        );
     }
 }

@@ -33,6 +33,8 @@ pub struct FakeBackend {
     pub supported: u32,
     /// Every TUNSETOFFLOAD the device made, in order.
     pub offload_calls: Vec<u32>,
+    /// Runs on every read_frame, before it answers (a guest acting behind the device's back).
+    pub on_read: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl FakeBackend {
@@ -45,6 +47,7 @@ impl FakeBackend {
             reads: 0,
             supported: crate::backend::ALL_TUN_OFFLOADS,
             offload_calls: Vec::new(),
+            on_read: None,
         }
     }
 }
@@ -69,6 +72,9 @@ impl Backend for FakeBackend {
     /// Like tun: a frame longer than the buffers is cut short, and its full length returned.
     fn read_frame(&mut self, bufs: GuestIovecs<'_>) -> io::Result<usize> {
         self.reads += 1;
+        if let Some(hook) = self.on_read.as_mut() {
+            hook();
+        }
         let frame = self.to_guest.pop_front().ok_or(io::ErrorKind::WouldBlock)?;
         bufs.copy_in(&frame);
         Ok(frame.len())
