@@ -139,7 +139,7 @@ fn test_host_frames_written_on_the_bridge_all_reach_netprobe_sink() {
             "--cmdline",
             &cmdline,
         ],
-        |guest| {
+        |guest, _| {
             ns.enter(|| {
                 let sock = RawSocket::open("br0", ETH_TEST).expect("AF_PACKET socket on br0");
                 for seq in 0..N {
@@ -183,7 +183,7 @@ fn test_echo_mode_returns_each_frame_with_macs_swapped() {
             "--cmdline",
             &cmdline,
         ],
-        |guest| {
+        |guest, _| {
             echoes = ns.enter(|| {
                 let sock = RawSocket::open("br0", ETH_TEST).expect("AF_PACKET socket on br0");
                 for seq in 0..N {

@@ -265,7 +265,7 @@ fn test_gso_frame_from_the_host_reaches_the_guest_merged_across_rx_buffers() {
         "--cmdline",
         &cmdline,
     ];
-    let run = ns.with_running_guest(&args, |guest| {
+    let run = ns.with_running_guest(&args, |guest, _| {
         ns.enter(|| {
             let sock = RawSocket::open("vnet0", ETH_IPV4).expect("AF_PACKET socket on vnet0");
             sock.enable_vnet_hdr().expect("PACKET_VNET_HDR");

@@ -109,8 +109,8 @@ impl Netns {
     }
 
     /// Starts `vmm args` in the namespace, waits for netprobe's "ready" line, runs `during`
-    /// with the guest's MAC, then collects the rest of the run.
-    pub fn with_running_guest(&self, args: &[&str], during: impl FnOnce([u8; 6])) -> Run {
+    /// with the guest's MAC and the VMM's pid, then collects the rest of the run.
+    pub fn with_running_guest(&self, args: &[&str], during: impl FnOnce([u8; 6], u32)) -> Run {
         let mut child = self
             .vmm_command(args, 60)
             .stdin(Stdio::null())
@@ -130,7 +130,8 @@ impl Netns {
             line.clear();
         }
         if let Some(mac) = mac {
-            during(mac);
+            // `ip netns exec` execs the VMM: the child's pid is the VMM's.
+            during(mac, child.id());
         }
         stdout.read_to_string(&mut console).unwrap();
         let mut stderr = String::new();
@@ -319,6 +320,22 @@ impl RawSocket {
         }
         got
     }
+}
+
+/// CPU time (user + system, in clock ticks) the VMM `pid`'s thread named `name` has used.
+pub fn thread_cpu_ticks(pid: u32, name: &str) -> u64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the VMM's threads") {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after "(comm)": state is the 1st, utime the 12th, stime the 13th.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        return fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    }
+    panic!("the VMM has no thread named {name}");
 }
 
 /// Parses "aa:bb:cc:dd:ee:ff".

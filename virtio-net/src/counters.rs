@@ -35,6 +35,8 @@ pub struct NetCounters {
     pub interrupts: AtomicU64,
     /// The features the driver accepted at its last activation (kept across a reset).
     pub features: AtomicU64,
+    /// 1 once the tap reported an error or hang-up (it was deleted under the VM).
+    pub backend_lost: AtomicU64,
 }
 
 /// Frames and bytes moved during one pass, added to the shared counters at its end.
@@ -85,6 +87,8 @@ pub struct CountersSnapshot {
     pub interrupts: u64,
     /// See [`NetCounters::features`].
     pub features: u64,
+    /// See [`NetCounters::backend_lost`].
+    pub backend_lost: u64,
 }
 
 impl CountersSnapshot {
@@ -132,6 +136,7 @@ impl NetCounters {
             tx_notifications: get(&self.tx_notifications),
             interrupts: get(&self.interrupts),
             features: get(&self.features),
+            backend_lost: get(&self.backend_lost),
         }
     }
 }

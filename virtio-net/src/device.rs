@@ -73,6 +73,12 @@ pub struct Net<B: Backend> {
     pub(crate) state_evt: EventFd,
     /// Whether the event loop currently watches the queue events and the tap.
     pub(crate) subscribed: bool,
+    /// What the event loop watches the tap for now (None: not at all). Compared with what
+    /// the flags below ask for, never assumed: activation and reset change the flags behind
+    /// the loop's back.
+    pub(crate) tap_registered: Option<event_manager::EventSet>,
+    /// The tap reported an error or hang-up (deleted, detached): it is out of the loop for good.
+    pub(crate) backend_lost: bool,
     /// The guest gave us no RX buffers: don't read the tap until it does.
     pub(crate) rx_waiting_for_buffers: bool,
     /// The tap refused a TX frame with EAGAIN: retry when it is writable.
@@ -100,6 +106,8 @@ impl<B: Backend> Net<B> {
             queue_evts: [EventFd::new(EFD_NONBLOCK)?, EventFd::new(EFD_NONBLOCK)?],
             state_evt: EventFd::new(EFD_NONBLOCK)?,
             subscribed: false,
+            tap_registered: None,
+            backend_lost: false,
             rx_waiting_for_buffers: false,
             tx_waiting_for_tap: false,
             observer: None,
@@ -158,6 +166,8 @@ impl<B: Backend> Net<B> {
             queue_evts: self.queue_evts,
             state_evt: self.state_evt,
             subscribed: self.subscribed,
+            tap_registered: self.tap_registered,
+            backend_lost: self.backend_lost,
             rx_waiting_for_buffers: self.rx_waiting_for_buffers,
             tx_waiting_for_tap: self.tx_waiting_for_tap,
             observer: self.observer,

@@ -8,10 +8,13 @@
 //! | TX queue | ioeventfd on QueueNotify = 1: the driver added frames | [`Net::process_tx`] |
 //! | tap readable | a frame for the guest | [`Net::process_rx`] |
 //! | tap writable | only watched after EAGAIN on TX | retry TX |
+//! | tap error / hang-up | the tap was deleted or detached | stop watching it; frames are dropped and counted |
 //!
 //! The tap is watched for reading only while the guest has RX buffers: with none, a readable
 //! tap would wake the loop forever (a 100 % CPU bug that Firecracker and Cloud Hypervisor both
-//! shipped).
+//! shipped). A tap that reports an error or hang-up (deleted under the running VM) leaves the
+//! loop for good, for the same reason. And no pass runs for ever: after a queue's worth of
+//! frames it yields to the loop, so one busy guest cannot starve the other NICs.
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 
@@ -39,52 +42,86 @@ impl<B: Backend> Net<B> {
         set
     }
 
-    fn update_tap_interest(&self, ops: &mut EventOps) {
-        let events = Events::with_data(&self.backend, TAP_EVENT, self.tap_interest());
-        if let Err(e) = ops.modify(events) {
-            log::warn!("virtio-net: cannot change what the tap is watched for: {e:?}");
+    /// Makes the loop watch the tap for what the device needs now — whatever it watched before
+    /// (the flags change in `activate` and `reset` too, not only here) — or not at all once the
+    /// tap is lost.
+    fn update_tap_interest(&mut self, ops: &mut EventOps) {
+        if self.backend_lost {
+            if self.tap_registered.take().is_some() {
+                let _ = ops.remove(Events::new(&self.backend, EventSet::empty()));
+            }
+            return;
+        }
+        let want = self.subscribed.then(|| self.tap_interest());
+        if want == self.tap_registered {
+            return;
+        }
+        let result = match (self.tap_registered, want) {
+            (None, Some(set)) => ops.add(Events::with_data(&self.backend, TAP_EVENT, set)),
+            (Some(_), Some(set)) => ops.modify(Events::with_data(&self.backend, TAP_EVENT, set)),
+            (Some(_), None) => ops.remove(Events::new(&self.backend, EventSet::empty())),
+            (None, None) => Ok(()),
+        };
+        match result {
+            Ok(()) => self.tap_registered = want,
+            Err(e) => log::warn!("virtio-net: cannot change what the tap is watched for: {e:?}"),
         }
     }
 
-    /// Starts or stops watching queues and tap to match the device state.
+    /// Starts or stops watching the queues and the tap to match the device state.
     fn sync_subscriptions(&mut self, ops: &mut EventOps) {
         let want = self.is_active();
-        if want == self.subscribed {
-            return;
+        if want != self.subscribed {
+            let queue_rx =
+                Events::with_data(&self.queue_evts[RX_QUEUE], RX_QUEUE_EVENT, EventSet::IN);
+            let queue_tx =
+                Events::with_data(&self.queue_evts[TX_QUEUE], TX_QUEUE_EVENT, EventSet::IN);
+            let result = if want {
+                ops.add(queue_rx).and_then(|_| ops.add(queue_tx))
+            } else {
+                // Removal ignores the event set; only the fd matters.
+                let _ = ops.remove(queue_rx);
+                ops.remove(queue_tx)
+            };
+            if let Err(e) = result {
+                log::warn!("virtio-net: cannot update the event loop: {e:?}");
+            }
+            self.subscribed = want;
         }
-        let queue_rx = Events::with_data(&self.queue_evts[RX_QUEUE], RX_QUEUE_EVENT, EventSet::IN);
-        let queue_tx = Events::with_data(&self.queue_evts[TX_QUEUE], TX_QUEUE_EVENT, EventSet::IN);
-        let tap = Events::with_data(&self.backend, TAP_EVENT, self.tap_interest());
-        let result = if want {
-            ops.add(queue_rx)
-                .and_then(|_| ops.add(queue_tx))
-                .and_then(|_| ops.add(tap))
-        } else {
-            // Removal ignores the event set; only the fd matters.
-            let _ = ops.remove(queue_rx);
-            let _ = ops.remove(queue_tx);
-            ops.remove(tap)
-        };
-        if let Err(e) = result {
-            log::warn!("virtio-net: cannot update the event loop: {e:?}");
+        self.update_tap_interest(ops);
+    }
+
+    /// The tap reported EPOLLERR or EPOLLHUP: it was deleted, or its queue detached. It stays
+    /// that way, and epoll reports it on every wait, so it leaves the loop (otherwise the
+    /// thread spins at 100 %: F1 of the reliability review). The guest keeps running; its
+    /// frames are dropped and counted from now on.
+    fn tap_lost(&mut self, ops: &mut EventOps) {
+        if !self.backend_lost {
+            log::warn!(
+                "virtio-net {}: the tap reports an error or hang-up (deleted?); this NIC moves no \
+                 more frames",
+                self.mac()
+            );
+            NetCounters::inc(&self.counters.backend_lost);
         }
-        self.subscribed = want;
+        self.backend_lost = true;
+        self.update_tap_interest(ops);
     }
 
     fn handle_rx(&mut self, ops: &mut EventOps) {
-        let before = self.rx_waiting_for_buffers;
         self.rx_waiting_for_buffers = self.process_rx() == RxOutcome::NoBuffers;
-        if before != self.rx_waiting_for_buffers {
-            self.update_tap_interest(ops);
-        }
+        self.update_tap_interest(ops);
     }
 
     fn handle_tx(&mut self, ops: &mut EventOps) {
-        let before = self.tx_waiting_for_tap;
-        self.tx_waiting_for_tap = self.process_tx() == TxOutcome::TapFull;
-        if before != self.tx_waiting_for_tap {
-            self.update_tap_interest(ops);
+        let outcome = self.process_tx();
+        self.tx_waiting_for_tap = outcome == TxOutcome::TapFull;
+        if outcome == TxOutcome::Budget {
+            // More frames wait, but other NICs and this NIC's RX get their turn first: come
+            // back through the loop (F2).
+            let _ = self.state_evt.write(1);
         }
+        self.update_tap_interest(ops);
     }
 }
 
@@ -105,7 +142,8 @@ impl<B: Backend> MutEventSubscriber for Net<B> {
                 let _ = self.state_evt.read();
                 self.sync_subscriptions(ops);
                 if self.is_active() {
-                    // Frames or buffers may have arrived before we watched.
+                    // Frames or buffers may have arrived before we watched, or a pass stopped
+                    // at its budget.
                     self.handle_tx(ops);
                     self.handle_rx(ops);
                 }
@@ -122,10 +160,15 @@ impl<B: Backend> MutEventSubscriber for Net<B> {
                 self.handle_tx(ops);
             }
             TAP_EVENT => {
-                if events.event_set().contains(EventSet::OUT) {
+                let set = events.event_set();
+                if set.intersects(EventSet::ERROR | EventSet::HANG_UP) {
+                    self.tap_lost(ops);
+                    return;
+                }
+                if set.contains(EventSet::OUT) {
                     self.handle_tx(ops);
                 }
-                if events.event_set().contains(EventSet::IN) {
+                if set.contains(EventSet::IN) {
                     self.handle_rx(ops);
                 }
             }
@@ -217,5 +260,88 @@ mod tests {
             .write(1)
             .unwrap();
         assert_eq!(manager.run_with_timeout(50).unwrap(), 0);
+    }
+
+    #[test]
+    fn test_deleted_tap_leaves_the_loop_instead_of_spinning() {
+        let mem = memory();
+        let h = Harness::new(&mem);
+        let Harness { net, rx, .. } = h;
+        let net: Shared = Arc::new(Mutex::new(net));
+        let mut manager = EventManager::<Shared>::new().unwrap();
+        manager.add_subscriber(net.clone());
+        run_until_idle(&mut manager);
+
+        // The tap is deleted: its fd reports EPOLLERR on every wait from now on. (Re-adding
+        // it to the loop is the easiest way to have the loop see the new fd.)
+        {
+            let mut n = net.lock().unwrap();
+            n.backend.break_fd();
+            n.tap_registered = None;
+        }
+        net.lock().unwrap().state_evt.write(1).unwrap();
+        run_until_idle(&mut manager); // panics "busy loop" if the error keeps waking it
+        assert_eq!(manager.run_with_timeout(50).unwrap(), 0);
+        {
+            let n = net.lock().unwrap();
+            assert!(n.backend_lost && n.tap_registered.is_none());
+            assert_eq!(n.counters.snapshot().backend_lost, 1);
+        }
+
+        // RX kicks read nothing from a lost tap (the old code used up every buffer).
+        rx.add_desc_chains(&chain(&[desc(BUFFERS, 1536, true)], 0), 0)
+            .unwrap();
+        net.lock().unwrap().queue_evts[crate::device::RX_QUEUE]
+            .write(1)
+            .unwrap();
+        run_until_idle(&mut manager);
+        let n = net.lock().unwrap();
+        assert_eq!(n.backend.reads, 0);
+        assert_eq!(n.counters.snapshot().dropped(), 0, "no buffer was used up");
+    }
+
+    #[test]
+    fn test_reactivation_rearms_the_tap_even_when_still_subscribed() {
+        let mem = memory();
+        let h = Harness::new(&mem);
+        let Harness { net, rx, .. } = h;
+        let net: Shared = Arc::new(Mutex::new(net));
+        let mut manager = EventManager::<Shared>::new().unwrap();
+        manager.add_subscriber(net.clone());
+        // No RX buffers: the loop stops watching the tap for reading.
+        run_until_idle(&mut manager);
+        assert!(net.lock().unwrap().rx_waiting_for_buffers);
+
+        // The driver clears DRIVER_OK and sets it again (no reset in between): the device is
+        // activated again, with a buffer this time, while the loop is still subscribed.
+        rx.add_desc_chains(&chain(&[desc(BUFFERS, 1536, true)], 0), 0)
+            .unwrap();
+        {
+            let mut n = net.lock().unwrap();
+            let rxq = rx.create_queue().unwrap();
+            let txq = virtio_queue::mock::MockSplitQueue::create(
+                &mem,
+                vm_memory::GuestAddress(TX_RING),
+                QUEUE_LEN,
+            )
+            .create_queue()
+            .unwrap();
+            crate::VirtioDevice::activate(&mut *n, mem.clone(), vec![rxq, txq]).unwrap();
+        }
+        run_until_idle(&mut manager);
+
+        // A frame arrives later: the loop must see the tap readable and deliver it, without
+        // waiting for an RX kick (the stale mask froze ingress: F3).
+        {
+            let n = net.lock().unwrap();
+            assert!(!n.rx_waiting_for_buffers);
+        }
+        {
+            let mut n = net.lock().unwrap();
+            n.backend.to_guest.push_back(with_header(&[7; 60]));
+            n.backend.fd.write(1).unwrap();
+        }
+        run_until_idle(&mut manager);
+        assert_eq!(net.lock().unwrap().counters.snapshot().rx_frames, 1);
     }
 }

@@ -47,6 +47,9 @@ pub enum RxOutcome {
     NoBuffers,
     /// The guest corrupted the ring; the device now needs a reset.
     Failed,
+    /// A queue's worth of frames went in and the tap may have more: the rest after the
+    /// loop's next turn (the tap stays readable, so the loop comes back by itself).
+    Budget,
 }
 
 /// One RX chain held by the device: its head, and where it ends among the bytes and iovecs
@@ -232,6 +235,9 @@ impl<B: Backend> Net<B> {
         let Some(active) = self.active.as_mut() else {
             return RxOutcome::TapEmpty;
         };
+        if self.backend_lost {
+            return RxOutcome::TapEmpty;
+        }
         let mem = &active.mem;
         let queue = &mut active.rx;
         let held = &mut active.rx_buffers;
@@ -241,6 +247,8 @@ impl<B: Backend> Net<B> {
         // Counted once per pass, not per frame (atomic adds are not free).
         let mut delivered = Moved::default();
         let mut merged = 0;
+        // At most a queue's worth of frames per pass (see tx.rs).
+        let mut budget = queue.size();
 
         if queue.iter(mem).is_err() {
             self.fail("RX avail ring index is corrupt");
@@ -307,6 +315,10 @@ impl<B: Backend> Net<B> {
                 observe(observer, Direction::Rx, RX_QUEUE as u16, &heads, frame, n);
             }
             held.consume(k);
+            budget -= 1;
+            if budget == 0 {
+                break RxOutcome::Budget;
+            }
         };
         delivered.add_to(&counters.rx_frames, &counters.rx_bytes);
         NetCounters::add(&counters.rx_merged_frames, merged);
@@ -747,5 +759,20 @@ mod tests {
             1,
             "the frame before it was delivered"
         );
+    }
+
+    #[test]
+    fn test_rx_pass_yields_after_a_queue_worth_of_frames() {
+        let mem = memory();
+        let mut h = Harness::new(&mem);
+        post(&h, 0, 16, BUF);
+        for _ in 0..20 {
+            h.net.backend.to_guest.push_back(patterned(60));
+        }
+
+        assert_eq!(h.net.process_rx(), RxOutcome::Budget);
+
+        assert_eq!(h.net.counters.snapshot().rx_frames, u64::from(QUEUE_LEN));
+        assert_eq!(h.net.backend.to_guest.len(), 4, "the rest wait in the tap");
     }
 }

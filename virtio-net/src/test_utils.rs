@@ -35,6 +35,11 @@ pub struct FakeBackend {
     pub offload_calls: Vec<u32>,
     /// Runs on every read_frame, before it answers (a guest acting behind the device's back).
     pub on_read: Option<Box<dyn FnMut() + Send>>,
+    /// Runs on every write_frame, before it answers.
+    pub on_write: Option<Box<dyn FnMut() + Send>>,
+    /// When set, the fd the loop watches instead of `fd`: one that epoll always reports as
+    /// EPOLLERR, as a deleted tap's is.
+    pub broken: Option<std::os::fd::OwnedFd>,
 }
 
 impl FakeBackend {
@@ -48,18 +53,41 @@ impl FakeBackend {
             supported: crate::backend::ALL_TUN_OFFLOADS,
             offload_calls: Vec::new(),
             on_read: None,
+            on_write: None,
+            broken: None,
+        }
+    }
+}
+
+impl FakeBackend {
+    /// From now on the backend's fd reports EPOLLERR for ever, like a tap deleted under the
+    /// VM: the write end of a pipe whose read end is closed.
+    pub fn break_fd(&mut self) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into the array we pass.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both fds are new and ours; the read end is closed at once.
+        unsafe {
+            libc::close(fds[0]);
+            self.broken = Some(std::os::fd::FromRawFd::from_raw_fd(fds[1]));
         }
     }
 }
 
 impl AsRawFd for FakeBackend {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        match &self.broken {
+            Some(fd) => fd.as_raw_fd(),
+            None => self.fd.as_raw_fd(),
+        }
     }
 }
 
 impl Backend for FakeBackend {
     fn write_frame(&mut self, frame: GuestIovecs<'_>) -> io::Result<usize> {
+        if let Some(hook) = self.on_write.as_mut() {
+            hook();
+        }
         if let Some(errno) = self.write_errno {
             return Err(io::Error::from_raw_os_error(errno));
         }

@@ -44,6 +44,8 @@ pub enum TxOutcome {
     TapFull,
     /// The guest corrupted the ring; the device now needs a reset.
     Failed,
+    /// A queue's worth of frames went out and more wait: the rest after the loop's next turn.
+    Budget,
 }
 
 impl<B: Backend> Net<B> {
@@ -60,6 +62,9 @@ impl<B: Backend> Net<B> {
         let mut outcome = TxOutcome::Done;
         // Counted once per pass, not per frame (atomic adds are not free).
         let mut sent = Moved::default();
+        // At most a queue's worth of chains per pass: a guest that keeps adding frames must not
+        // keep this thread (and every other NIC on it) to itself.
+        let mut budget = queue.size();
 
         loop {
             if queue.iter(mem).is_err() {
@@ -70,6 +75,7 @@ impl<B: Backend> Net<B> {
             let _ = queue.disable_notification(mem);
             while let Some(chain) = queue.pop_descriptor_chain(mem) {
                 let head = chain.head_index();
+                budget -= 1;
                 iovs.clear();
                 let total = iovs
                     .push_chain(chain, mem, Access::Read)
@@ -112,9 +118,14 @@ impl<B: Backend> Net<B> {
                     return TxOutcome::Failed;
                 }
                 used = true;
+                if budget == 0 {
+                    outcome = TxOutcome::Budget;
+                    break;
+                }
             }
-            // Notifications stay off while the tap is full: its writability wakes us instead.
-            if outcome == TxOutcome::TapFull || !queue.enable_notification(mem).unwrap_or(false) {
+            // Notifications stay off while the tap is full (its writability wakes us) or the
+            // pass ran out of budget (we come back anyway).
+            if outcome != TxOutcome::Done || !queue.enable_notification(mem).unwrap_or(false) {
                 break;
             }
         }
@@ -352,5 +363,34 @@ mod tests {
             "header and 16 KiB segment, as sent"
         );
         assert_eq!(h.net.counters.snapshot().tx_bytes, 16_384 + 54);
+    }
+
+    #[test]
+    fn test_tx_pass_yields_after_a_queue_worth_of_frames() {
+        let mem = memory();
+        let mut h = Harness::new(&mem);
+        h.put(BUFFERS, &with_header(&[3; 60]));
+        h.tx.add_desc_chains(&[desc(BUFFERS, 72, false)], 0)
+            .unwrap();
+        // A guest that publishes the same descriptor again with every frame sent: without a
+        // budget this pass would never end.
+        let (m, avail) = (mem.clone(), h.tx.avail_addr().0);
+        h.net.backend.on_write = Some(Box::new(move || {
+            use vm_memory::{Bytes, GuestAddress};
+            let idx: u16 = m.read_obj(GuestAddress(avail + 2)).unwrap();
+            let slot = avail + 4 + 2 * u64::from(idx % QUEUE_LEN);
+            m.write_obj(0u16, GuestAddress(slot)).unwrap();
+            m.write_obj(idx.wrapping_add(1), GuestAddress(avail + 2))
+                .unwrap();
+        }));
+
+        assert_eq!(h.net.process_tx(), TxOutcome::Budget);
+        assert_eq!(h.net.backend.sent.len(), usize::from(QUEUE_LEN));
+        assert_eq!(
+            h.net.process_tx(),
+            TxOutcome::Budget,
+            "the next turn goes on"
+        );
+        assert_eq!(h.net.backend.sent.len(), 2 * usize::from(QUEUE_LEN));
     }
 }
