@@ -36,7 +36,7 @@ watch_rss() {
 CMD="vmm.iperf=192.0.2.1 vmm.iperf_time=$T quiet"
 
 stamp "vmm start"
-vmm --kernel /payload/bzImage --initrd /payload/initramfs.cpio.gz --mem 128 --tap vnet0 \
+vmm --kernel /payload/bzImage --initrd /payload/initramfs-iperf3.cpio.gz --mem 128 --tap vnet0 \
     --timeout 900 --cmdline "$CMD vmm.ip=192.0.2.2/24" 2>&1 | stamped &
 sleep 1
 watch_rss vmm "$(pidof vmm)"
@@ -46,7 +46,7 @@ stamp "vmm exit"
 stamp "qemu start"
 qemu-system-x86_64 -L /q/share -enable-kvm -cpu host -M microvm,acpi=off -m 128 -smp 1 \
     -nodefaults -no-user-config -display none -serial stdio -no-reboot \
-    -kernel /payload/bzImage -initrd /payload/initramfs.cpio.gz \
+    -kernel /payload/bzImage -initrd /payload/initramfs-iperf3.cpio.gz \
     -append "console=ttyS0 reboot=t panic=1 $CMD vmm.ip=192.0.2.3/24" \
     -netdev tap,id=n0,ifname=vnet1,script=no,downscript=no,vnet_hdr=on \
     -device virtio-net-device,netdev=n0 2>&1 | stamped &

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench-linux: throughput of the Linux guest's NIC under vmm and under QEMU 7.2 (microvm)
 # in the same boot of the nested machine (Bochs -> stock Debian kernel with kvm_intel -> the
-# guest of `make linux-guest`, whose initramfs carries iperf3). iperf3 runs in the guest against
+# guest of `make linux-guest`, with the initramfs that carries iperf3). iperf3 runs in the guest against
 # the middle machine, guest TX then guest RX, IPERF_TIME seconds each (default 8, Bochs' virtual
 # time). Also reports each VMM's resident memory minus the guest RAM. A benchmark, not a test:
 # it fails only when a stage did not run. The last line is `bench-linux: vmm/QEMU tx R rx R`.
@@ -15,6 +15,8 @@ payload_cleanup=$payload_script  # removed with the rest by lib.sh's exit trap
 trap 'rm -f "$payload_script"' EXIT
 sed "s/@IPERF_TIME@/${IPERF_TIME:-8}/" "$src/bench-payload.sh" > "$payload_script"
 payload_programs="iperf3"
+payload_initramfs=initramfs-iperf3.cpio.gz
+[ -f "$src/../out/$payload_initramfs" ] || fail setup "no guest-images/out/$payload_initramfs: apt-get install iperf3, then make linux-guest"
 . "$src/lib.sh"
 
 say "[4/4] results"

@@ -1,7 +1,8 @@
 # Shared by run.sh (make test-linux) and bench.sh (make bench-linux): builds the middle machine
 # (cached), packs a payload (our vmm and tapctl, the Linux guest, QEMU 7.2, and
 # $payload_programs), boots Bochs with it and leaves the serial log in $serial. The caller
-# sets $payload_script (what the middle machine runs), $payload_programs, `say` and `fail`.
+# sets $payload_script (what the middle machine runs), $payload_programs, $payload_initramfs
+# (the guest's initramfs in guest-images/out), `say` and `fail`.
 # Recipe and measurements: shared/NESTED-VMX.md. Everything is cached in $VMM_CACHE.
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -66,7 +67,7 @@ mkdir -p "$p/payload" "$p/q/share" "$p/usr/bin" "$p/lib/x86_64-linux-gnu" "$p/li
 cp "$top/target/release/vmm" "$top/target/release/tapctl" "$p/payload/"
 cp "$payload_script" "$p/payload/run.sh"
 for extra in $payload_programs; do cp "$(command -v "$extra")" "$p/usr/bin/"; done
-cp "$top/guest-images/out/bzImage" "$top/guest-images/out/initramfs.cpio.gz" "$p/payload/"
+cp "$top/guest-images/out/bzImage" "$top/guest-images/out/$payload_initramfs" "$p/payload/"
 [ -f "$top/guest-images/out/vmlinux" ] && cp "$top/guest-images/out/vmlinux" "$p/payload/"
 cp "$(command -v qemu-system-x86_64)" "$p/usr/bin/"
 for rom in qboot.rom bios-microvm.bin linuxboot_dma.bin kvmvapic.bin; do cp -L "/usr/share/qemu/$rom" "$p/q/share/"; done

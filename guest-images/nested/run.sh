@@ -13,6 +13,7 @@ say() { echo "test-linux: $*"; }
 fail() { echo "test-linux: FAIL ($1): $2" >&2; exit 1; }
 payload_script=$(cd "$(dirname "$0")" && pwd)/payload.sh
 payload_programs=""
+payload_initramfs=initramfs.cpio.gz
 . "$(dirname "$0")/lib.sh"
 
 # 4. Verdict, stage by stage.
