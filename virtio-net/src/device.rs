@@ -271,7 +271,10 @@ impl<B: Backend> VirtioDevice for Net<B> {
             }
         }
         if queues.len() != 2 {
-            return Err(ActivateError::InvalidQueue(queues.len()));
+            return Err(ActivateError::QueueCount {
+                expected: 2,
+                got: queues.len(),
+            });
         }
         let mut tx = queues.pop().unwrap_or_else(|| unreachable!());
         let mut rx = queues.pop().unwrap_or_else(|| unreachable!());
@@ -473,6 +476,22 @@ mod tests {
         assert!(matches!(
             net.activate(mem.clone(), queues),
             Err(ActivateError::NoVersion1)
+        ));
+    }
+
+    #[test]
+    fn test_activate_with_one_queue_names_the_count() {
+        let mem = memory();
+        let mut net = Net::new(FakeBackend::new(), MAC, 1500).unwrap();
+        net.ack_features(net.features());
+        let q = virtio_queue::mock::MockSplitQueue::create(&mem, vm_memory::GuestAddress(0), 16);
+        let err = net.activate(mem.clone(), vec![q.create_queue().unwrap()]);
+        assert!(matches!(
+            err,
+            Err(ActivateError::QueueCount {
+                expected: 2,
+                got: 1
+            })
         ));
     }
 

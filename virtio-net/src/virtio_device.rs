@@ -14,6 +14,14 @@ pub enum ActivateError {
     /// The driver did not set up a queue the device needs, or set it up outside guest memory.
     #[error("queue {0} is not ready or its rings lie outside guest memory")]
     InvalidQueue(usize),
+    /// The transport handed over another number of queues than the device has.
+    #[error("the device has {expected} queues, the transport handed over {got}")]
+    QueueCount {
+        /// Queues the device has.
+        expected: usize,
+        /// Queues it got.
+        got: usize,
+    },
     /// The driver did not ack a feature the device requires.
     #[error("the driver did not accept VIRTIO_F_VERSION_1 (legacy devices are not supported)")]
     NoVersion1,

@@ -13,7 +13,8 @@
 use std::sync::{Arc, Mutex};
 
 use virtio_bindings::virtio_config::{
-    VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
+    VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
+    VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
 };
 use virtio_bindings::virtio_mmio::*;
 use virtio_queue::{Queue, QueueT};
@@ -194,40 +195,58 @@ impl MmioTransport {
         }
     }
 
-    /// The Status register: 0 resets; FEATURES_OK checks the features; DRIVER_OK starts the device.
+    /// The Status register (virtio 1.2 §2.1, §3.1.1): 0 resets; otherwise the driver may only
+    /// add the next bit of ACKNOWLEDGE → DRIVER → FEATURES_OK → DRIVER_OK, or FAILED at any
+    /// time (see [`status_transition_ok`]). FEATURES_OK checks the features; DRIVER_OK starts
+    /// the device. Anything else is ignored: in particular clearing DRIVER_OK without a reset
+    /// must not re-activate a running device.
     fn set_status(&mut self, value: u32) {
         if value == 0 {
             self.reset();
             return;
         }
-        let new = value & !self.status;
+        // NEEDS_RESET is the device's to set; drivers write back what they read (Linux's
+        // virtio_add_status does), so the bit is not part of their request.
+        let needs_reset = self.status & VIRTIO_CONFIG_S_NEEDS_RESET;
+        let value = value & !VIRTIO_CONFIG_S_NEEDS_RESET;
+        let current = self.status & !VIRTIO_CONFIG_S_NEEDS_RESET;
+        if !status_transition_ok(current, value) {
+            log::debug!("virtio-mmio: status {current:#x} -> {value:#x} is not allowed; ignored");
+            return;
+        }
+        let new = value & !current;
         let mut status = value;
         let mut device = lock(&self.device);
         if new & VIRTIO_CONFIG_S_FEATURES_OK != 0 {
+            let unoffered = self.driver_features & !device.features();
             device.ack_features(self.driver_features);
-            if !device.features_ok() {
+            if unoffered != 0 || !device.features_ok() {
                 log::warn!(
-                    "virtio-mmio: the driver's features {:#x} are not acceptable",
-                    self.driver_features
+                    "virtio-mmio: the driver's features {:#x} are not acceptable{}",
+                    self.driver_features,
+                    if unoffered != 0 {
+                        format!(" (not offered: {unoffered:#x})")
+                    } else {
+                        String::new()
+                    }
                 );
                 status &= !VIRTIO_CONFIG_S_FEATURES_OK;
             }
         }
-        if new & VIRTIO_CONFIG_S_DRIVER_OK != 0 && status & VIRTIO_CONFIG_S_FEATURES_OK != 0 {
+        if new & VIRTIO_CONFIG_S_DRIVER_OK != 0 {
             // The device gets its own copy of the queue configuration; the transport keeps the
             // registers' view for reads until the next reset.
             let queues = self
                 .queues
                 .iter()
-                .map(|q| Queue::try_from(q.state()))
+                .enumerate()
+                .map(|(i, q)| Queue::try_from(q.state()).map_err(|e| (i, e)))
                 .collect::<Result<Vec<_>, _>>();
             let activated = match queues {
                 Ok(queues) => device.activate(self.mem.clone(), queues),
-                Err(e) => {
-                    log::debug!("virtio-mmio: queue configuration rejected: {e:?}");
-                    Err(vmm_virtio_net::ActivateError::InvalidQueue(
-                        self.queue_select as usize,
-                    ))
+                Err((index, e)) => {
+                    log::debug!("virtio-mmio: queue {index} configuration rejected: {e:?}");
+                    Err(vmm_virtio_net::ActivateError::InvalidQueue(index))
                 }
             };
             if let Err(e) = activated {
@@ -236,7 +255,7 @@ impl MmioTransport {
                 device.interrupt().signal_config_change();
             }
         }
-        self.status = status;
+        self.status = status | needs_reset;
     }
 
     /// Device reset: device and transport back to their initial state.
@@ -253,6 +272,29 @@ impl MmioTransport {
     }
 }
 
+/// Whether a driver may change the device status from `current` to `new` (neither 0): add the
+/// next step of initialisation (virtio 1.2 §3.1.1), write the same value again, or add FAILED
+/// ("the driver has given up"). Bits are never cleared except by a reset (a write of 0).
+pub fn status_transition_ok(current: u32, new: u32) -> bool {
+    const STEPS: [u32; 4] = [
+        VIRTIO_CONFIG_S_ACKNOWLEDGE,
+        VIRTIO_CONFIG_S_DRIVER,
+        VIRTIO_CONFIG_S_FEATURES_OK,
+        VIRTIO_CONFIG_S_DRIVER_OK,
+    ];
+    let steps: u32 = STEPS.iter().sum();
+    if new & !(steps | VIRTIO_CONFIG_S_FAILED) != 0 || new & current != current {
+        return false; // unknown bits, or a bit cleared
+    }
+    let added = (new & !current) & !VIRTIO_CONFIG_S_FAILED;
+    if added == 0 {
+        return true; // the same again, or FAILED
+    }
+    // The one bit added must be the step after the last one set.
+    let done = STEPS.iter().take_while(|&&bit| current & bit != 0).count();
+    current & steps & !STEPS[..done].iter().sum::<u32>() == 0 && STEPS.get(done) == Some(&added)
+}
+
 /// Locks the device; a panic on another thread while holding the lock does not stop us.
 fn lock(
     device: &Arc<Mutex<dyn VirtioDevice>>,
@@ -260,4 +302,266 @@ fn lock(
     device
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+    use vm_memory::GuestAddress;
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    use vmm_virtio_net::{ActivateError, Interrupt};
+
+    const ACK: u32 = VIRTIO_CONFIG_S_ACKNOWLEDGE;
+    const DRIVER: u32 = VIRTIO_CONFIG_S_DRIVER;
+    const FEATURES_OK: u32 = VIRTIO_CONFIG_S_FEATURES_OK;
+    const DRIVER_OK: u32 = VIRTIO_CONFIG_S_DRIVER_OK;
+    const FAILED: u32 = VIRTIO_CONFIG_S_FAILED;
+    const NEEDS_RESET: u32 = VIRTIO_CONFIG_S_NEEDS_RESET;
+    /// What the fake device offers: VERSION_1 and bit 5.
+    const OFFERED: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << 5);
+
+    /// A device that records what the transport asks of it.
+    struct Fake {
+        acked: u64,
+        activations: usize,
+        resets: usize,
+        refuse_activation: bool,
+        interrupt: Interrupt,
+        evts: [EventFd; 2],
+    }
+
+    impl VirtioDevice for Fake {
+        fn device_type(&self) -> u32 {
+            1
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16, 16]
+        }
+        fn features(&self) -> u64 {
+            OFFERED
+        }
+        fn ack_features(&mut self, features: u64) {
+            self.acked = features & OFFERED;
+        }
+        fn features_ok(&self) -> bool {
+            self.acked & (1 << VIRTIO_F_VERSION_1) != 0
+        }
+        fn read_config(&self, _offset: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+        fn activate(&mut self, _mem: GuestMemoryMmap, _q: Vec<Queue>) -> Result<(), ActivateError> {
+            self.activations += 1;
+            if self.refuse_activation {
+                return Err(ActivateError::InvalidQueue(0));
+            }
+            Ok(())
+        }
+        fn reset(&mut self) {
+            self.resets += 1;
+            self.acked = 0;
+        }
+        fn needs_reset(&self) -> bool {
+            false
+        }
+        fn interrupt(&self) -> &Interrupt {
+            &self.interrupt
+        }
+        fn queue_events(&self) -> &[EventFd] {
+            &self.evts
+        }
+    }
+
+    fn setup() -> (MmioTransport, Arc<Mutex<Fake>>) {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let fake = Arc::new(Mutex::new(Fake {
+            acked: 0,
+            activations: 0,
+            resets: 0,
+            refuse_activation: false,
+            interrupt: Interrupt::new().unwrap(),
+            evts: [
+                EventFd::new(EFD_NONBLOCK).unwrap(),
+                EventFd::new(EFD_NONBLOCK).unwrap(),
+            ],
+        }));
+        let device: Arc<Mutex<dyn VirtioDevice>> = fake.clone();
+        let mut t = MmioTransport::new(mem, device);
+        // Both queues: size 16, rings in guest RAM, ready.
+        for (q, base) in [(0u32, 0x1000u32), (1, 0x4000)] {
+            t.write32(VIRTIO_MMIO_QUEUE_SEL, q);
+            t.write32(VIRTIO_MMIO_QUEUE_NUM, 16);
+            t.write32(VIRTIO_MMIO_QUEUE_DESC_LOW, base);
+            t.write32(VIRTIO_MMIO_QUEUE_AVAIL_LOW, base + 0x200);
+            t.write32(VIRTIO_MMIO_QUEUE_USED_LOW, base + 0x1000);
+            t.write32(VIRTIO_MMIO_QUEUE_READY, 1);
+        }
+        (t, fake)
+    }
+
+    impl MmioTransport {
+        fn write32(&mut self, reg: u32, value: u32) {
+            self.write(u64::from(reg), &value.to_le_bytes());
+        }
+        fn read32(&mut self, reg: u32) -> u32 {
+            let mut b = [0u8; 4];
+            self.read(u64::from(reg), &mut b);
+            u32::from_le_bytes(b)
+        }
+        fn status(&mut self) -> u32 {
+            self.read32(VIRTIO_MMIO_STATUS)
+        }
+        fn set_driver_features(&mut self, features: u64) {
+            for sel in 0..2u32 {
+                self.write32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, sel);
+                self.write32(VIRTIO_MMIO_DRIVER_FEATURES, (features >> (32 * sel)) as u32);
+            }
+        }
+        /// ACKNOWLEDGE, DRIVER, the features, FEATURES_OK: the status read back.
+        fn negotiate(&mut self, features: u64) -> u32 {
+            self.write32(VIRTIO_MMIO_STATUS, ACK);
+            self.write32(VIRTIO_MMIO_STATUS, ACK | DRIVER);
+            self.set_driver_features(features);
+            self.write32(VIRTIO_MMIO_STATUS, ACK | DRIVER | FEATURES_OK);
+            self.status()
+        }
+    }
+
+    #[test]
+    fn test_transitions_allow_only_the_next_step_or_failed() {
+        assert!(status_transition_ok(0, ACK));
+        assert!(status_transition_ok(ACK, ACK | DRIVER));
+        assert!(status_transition_ok(
+            ACK | DRIVER,
+            ACK | DRIVER | FEATURES_OK
+        ));
+        let ready = ACK | DRIVER | FEATURES_OK;
+        assert!(status_transition_ok(ready, ready | DRIVER_OK));
+        assert!(
+            status_transition_ok(ready | DRIVER_OK, ready | DRIVER_OK),
+            "same again"
+        );
+        assert!(
+            status_transition_ok(ACK | DRIVER, ACK | DRIVER | FAILED),
+            "giving up"
+        );
+        assert!(!status_transition_ok(0, DRIVER_OK), "skipping steps");
+        assert!(
+            !status_transition_ok(ACK, ACK | DRIVER | FEATURES_OK),
+            "two steps at once"
+        );
+        assert!(
+            !status_transition_ok(ready | DRIVER_OK, ready),
+            "clearing DRIVER_OK"
+        );
+        assert!(!status_transition_ok(ACK, ACK | 0x10), "an unknown bit");
+        assert!(
+            !status_transition_ok(ACK | DRIVER, DRIVER | FEATURES_OK),
+            "clearing ACK"
+        );
+    }
+
+    #[test]
+    fn test_normal_start_acks_features_and_activates_once() {
+        let (mut t, fake) = setup();
+        assert_eq!(t.read32(VIRTIO_MMIO_MAGIC_VALUE), MMIO_MAGIC);
+        assert_eq!(t.negotiate(OFFERED), ACK | DRIVER | FEATURES_OK);
+        t.write32(VIRTIO_MMIO_STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+        assert_eq!(t.status(), ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+        let f = fake.lock().unwrap();
+        assert_eq!((f.acked, f.activations), (OFFERED, 1));
+    }
+
+    #[test]
+    fn test_features_ok_is_refused_for_features_not_offered() {
+        let (mut t, fake) = setup();
+        assert_eq!(
+            t.negotiate(OFFERED | (1 << 40)),
+            ACK | DRIVER,
+            "FEATURES_OK not set"
+        );
+        // DRIVER_OK without FEATURES_OK does not start the device.
+        t.write32(VIRTIO_MMIO_STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+        assert_eq!(fake.lock().unwrap().activations, 0);
+    }
+
+    #[test]
+    fn test_features_ok_is_refused_when_the_device_refuses_the_features() {
+        let (mut t, _) = setup();
+        assert_eq!(t.negotiate(1 << 5), ACK | DRIVER, "no VERSION_1: refused");
+    }
+
+    #[test]
+    fn test_clearing_driver_ok_does_not_reactivate_a_running_device() {
+        let (mut t, fake) = setup();
+        t.negotiate(OFFERED);
+        let ready = ACK | DRIVER | FEATURES_OK;
+        t.write32(VIRTIO_MMIO_STATUS, ready | DRIVER_OK);
+        t.write32(VIRTIO_MMIO_STATUS, ready);
+        t.write32(VIRTIO_MMIO_STATUS, ready | DRIVER_OK);
+        assert_eq!(fake.lock().unwrap().activations, 1);
+        assert_eq!(t.status(), ready | DRIVER_OK);
+    }
+
+    #[test]
+    fn test_queue_and_feature_registers_are_frozen_once_running() {
+        let (mut t, fake) = setup();
+        t.negotiate(OFFERED);
+        t.write32(VIRTIO_MMIO_STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+        t.write32(VIRTIO_MMIO_QUEUE_SEL, 0);
+        t.write32(VIRTIO_MMIO_QUEUE_READY, 0);
+        assert_eq!(
+            t.read32(VIRTIO_MMIO_QUEUE_READY),
+            1,
+            "queue registers ignored"
+        );
+        t.set_driver_features(0);
+        assert_eq!(
+            t.driver_features, OFFERED,
+            "features frozen after FEATURES_OK"
+        );
+        assert_eq!(fake.lock().unwrap().activations, 1);
+    }
+
+    #[test]
+    fn test_reset_restores_defaults_and_resets_the_device() {
+        let (mut t, fake) = setup();
+        t.negotiate(OFFERED);
+        t.write32(VIRTIO_MMIO_STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+        t.write32(VIRTIO_MMIO_STATUS, 0);
+        assert_eq!(t.status(), 0);
+        assert_eq!((t.driver_features, t.queue_select), (0, 0));
+        assert_eq!(
+            t.read32(VIRTIO_MMIO_QUEUE_READY),
+            0,
+            "queues back to not ready"
+        );
+        assert_eq!(fake.lock().unwrap().resets, 1);
+        // And the device can be started again from scratch.
+        assert_eq!(t.negotiate(OFFERED), ACK | DRIVER | FEATURES_OK);
+    }
+
+    #[test]
+    fn test_failed_activation_sets_needs_reset_until_a_reset() {
+        let (mut t, fake) = setup();
+        fake.lock().unwrap().refuse_activation = true;
+        t.negotiate(OFFERED);
+        let ready = ACK | DRIVER | FEATURES_OK;
+        t.write32(VIRTIO_MMIO_STATUS, ready | DRIVER_OK);
+        assert_ne!(t.status() & NEEDS_RESET, 0);
+        assert_ne!(
+            fake.lock().unwrap().interrupt.status() & VIRTIO_MMIO_INT_CONFIG,
+            0,
+            "a config interrupt says so"
+        );
+        // Writing back what it read (NEEDS_RESET included) or FAILED does not clear it.
+        let seen = t.status();
+        t.write32(VIRTIO_MMIO_STATUS, seen);
+        t.write32(VIRTIO_MMIO_STATUS, seen | FAILED);
+        assert_ne!(t.status() & NEEDS_RESET, 0);
+        t.write32(VIRTIO_MMIO_STATUS, 0);
+        assert_eq!(t.status(), 0);
+    }
 }
