@@ -48,9 +48,6 @@ pub enum HostError {
         /// The module it needs.
         module: &'static str,
     },
-    /// A MAC address that does not parse.
-    #[error("{0:?} is not a MAC address like 52:54:00:12:34:56")]
-    BadMac(String),
     /// A mode name we do not know.
     #[error("unknown macvtap mode {0:?}: use bridge, vepa, private or passthru")]
     BadMode(String),
@@ -128,14 +125,13 @@ pub fn mode_name(mode: MacVtapMode) -> &'static str {
 }
 
 /// Turns a netlink error into a sentence about `what` was tried on `name`.
-fn nl_err(what: String, name: &str, source: io::Error) -> HostError {
+/// A netlink error as a `HostError`; `module` is the kernel module the request needs, named
+/// when the kernel says the link type is not supported (EOPNOTSUPP).
+fn nl_err(what: String, name: &str, module: &'static str, source: io::Error) -> HostError {
     match source.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => HostError::Permission { what },
         Some(libc::EEXIST) => HostError::Exists(name.to_owned()),
-        Some(libc::EOPNOTSUPP) => HostError::Unsupported {
-            what,
-            module: if name.is_empty() { "bridge" } else { "macvtap" },
-        },
+        Some(libc::EOPNOTSUPP) => HostError::Unsupported { what, module },
         _ => HostError::Netlink { what, source },
     }
 }
@@ -203,7 +199,7 @@ impl Host {
             (!mcast_snooping).then(|| InfoData::Bridge(vec![InfoBridge::MulticastSnooping(false)]));
         self.nl
             .new_link(name, InfoKind::Bridge, data, None, None)
-            .map_err(|e| nl_err(format!("create bridge {name}"), name, e))?;
+            .map_err(|e| nl_err(format!("create bridge {name}"), name, "bridge", e))?;
         self.get_up(name, "bridge")
     }
 
@@ -247,7 +243,14 @@ impl Host {
         })?;
         self.nl
             .new_macvtap(name, lower_link.index, mode.into(), mac)
-            .map_err(|e| nl_err(format!("create macvtap {name} on {lower}"), name, e))?;
+            .map_err(|e| {
+                nl_err(
+                    format!("create macvtap {name} on {lower}"),
+                    name,
+                    "macvtap",
+                    e,
+                )
+            })?;
         self.get_up(name, "macvtap")
     }
 
@@ -277,7 +280,7 @@ impl Host {
     pub fn set(&mut self, link: &Link, changes: Changes) -> Result<(), HostError> {
         self.nl
             .set_link(link.index, changes)
-            .map_err(|e| nl_err(format!("change {}", link.name), &link.name, e))
+            .map_err(|e| nl_err(format!("change {}", link.name), &link.name, "", e))
     }
 
     /// Deletes the link `name`.
@@ -285,7 +288,7 @@ impl Host {
         let link = self.get(name, "interface")?;
         self.nl
             .del_link(link.index)
-            .map_err(|e| nl_err(format!("delete {name}"), name, e))
+            .map_err(|e| nl_err(format!("delete {name}"), name, "", e))
     }
 
     /// The name of the link with `index`.
@@ -301,6 +304,18 @@ impl Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_unsupported_link_type_names_the_module_it_needs() {
+        let eopnotsupp = || io::Error::from_raw_os_error(libc::EOPNOTSUPP);
+        let bridge = nl_err("create bridge br0".into(), "br0", "bridge", eopnotsupp());
+        assert!(bridge.to_string().contains("modprobe bridge"), "{bridge}");
+        let macvtap = nl_err("create macvtap mv0".into(), "mv0", "macvtap", eopnotsupp());
+        assert!(
+            macvtap.to_string().contains("modprobe macvtap"),
+            "{macvtap}"
+        );
+    }
 
     #[test]
     fn test_macvtap_modes_parse_and_print() {

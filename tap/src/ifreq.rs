@@ -55,24 +55,3 @@ pub fn mtu(name: &str) -> io::Result<u32> {
     // SAFETY: SIOCGIFMTU filled the `ifru_mtu` member of the union.
     Ok(unsafe { req.ifr_ifru.ifru_mtu } as u32)
 }
-
-/// The hardware (MAC) address of `name`.
-pub fn mac(name: &str) -> io::Result<[u8; 6]> {
-    let mut req = ifreq_for(name);
-    ifreq_ioctl(libc::SIOCGIFHWADDR, &mut req)?;
-    // SAFETY: SIOCGIFHWADDR filled the `ifru_hwaddr` sockaddr member of the union.
-    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
-    let mut mac = [0u8; 6];
-    for (dst, src) in mac.iter_mut().zip(data.iter()) {
-        *dst = *src as u8;
-    }
-    Ok(mac)
-}
-
-/// The interface index of `name`.
-pub fn ifindex(name: &str) -> io::Result<u32> {
-    let mut req = ifreq_for(name);
-    ifreq_ioctl(libc::SIOCGIFINDEX, &mut req)?;
-    // SAFETY: SIOCGIFINDEX filled the `ifru_ifindex` member of the union.
-    Ok(unsafe { req.ifr_ifru.ifru_ifindex } as u32)
-}

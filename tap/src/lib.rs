@@ -10,15 +10,22 @@
 //! tap fd. Its mode decides whether macvtaps on the same lower device reach each other.
 //!
 //! The tap ioctls are written by hand on purpose: they are the lesson. See [`Tap::open`] for the
-//! steps. Links, bridges and macvtaps are made with rtnetlink ([`netlink`]), as `ip link` does;
-//! [`host::Host`] wraps those into the operations of the seed articles.
+//! steps. Links, bridges and macvtaps are made with rtnetlink (`netlink`), as `ip link` does;
+//! `host::Host` wraps those into the operations of the seed articles. Both need the `host`
+//! feature (default): the virtio-net device crate uses only [`Tap`] and [`MacAddr`], and builds
+//! without it. `tapctl` needs the `cli` feature (default too).
 
+#[cfg(feature = "host")]
 pub mod host;
 mod ifname;
 mod ifreq;
+mod mac;
+#[cfg(feature = "host")]
 pub mod netlink;
 mod tap;
 
+#[cfg(feature = "host")]
 pub use host::{Host, HostError, MacvtapMode};
 pub use ifname::{validate_ifname, IfNameError, IFNAME_MAX_LEN};
+pub use mac::{MacAddr, MacParseError};
 pub use tap::{ensure_char_device, macvtap_char_device, Tap, TapError, VNET_HDR_LEN};

@@ -171,12 +171,11 @@ impl Tap {
             .take_while(|c| **c != 0)
             .map(|c| *c as u8 as char)
             .collect();
-        // SAFETY: F_GETFL/F_SETFL on an fd we own; no memory is passed.
-        unsafe {
-            let flags = libc::fcntl(raw, libc::F_GETFL);
-            libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK);
-            libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC);
-        }
+        set_nonblocking_cloexec(raw).map_err(|source| TapError::Ioctl {
+            what: "make the fd non-blocking (fcntl)",
+            name: name.clone(),
+            source,
+        })?;
         let tap = Tap {
             file: File::from(fd),
             name,
@@ -301,20 +300,28 @@ impl Tap {
         &self.name
     }
 
-    /// The host-side MAC address of the tap interface (not the guest's).
-    pub fn mac(&self) -> Result<[u8; 6], TapError> {
-        ifreq::mac(&self.name).map_err(self.err("read the MAC address"))
-    }
-
     /// The tap's MTU.
     pub fn mtu(&self) -> Result<u32, TapError> {
         ifreq::mtu(&self.name).map_err(self.err("read the MTU"))
     }
+}
 
-    /// The tap's interface index.
-    pub fn ifindex(&self) -> Result<u32, TapError> {
-        ifreq::ifindex(&self.name).map_err(self.err("read the interface index"))
-    }
+/// O_NONBLOCK and FD_CLOEXEC on `fd`, keeping its other flags; every fcntl checked.
+fn set_nonblocking_cloexec(fd: RawFd) -> io::Result<()> {
+    let check = |ret: libc::c_int| {
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(ret)
+        }
+    };
+    // SAFETY: F_GETFL/F_SETFL/F_SETFD only read or set descriptor flags; no memory is passed.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(())
 }
 
 /// A failed open of a tap's device: "permission denied" names the fix, anything else the step.
@@ -382,6 +389,23 @@ impl AsRawFd for Tap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_fcntl_on_a_closed_fd_is_an_error_not_ignored() {
+        assert!(set_nonblocking_cloexec(-1).is_err());
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two new fds into the array we pass.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        set_nonblocking_cloexec(fds[0]).unwrap();
+        // SAFETY: F_GETFL on a pipe fd we own.
+        let flags = unsafe { libc::fcntl(fds[0], libc::F_GETFL) };
+        assert_ne!(flags & libc::O_NONBLOCK, 0);
+        // SAFETY: both fds are ours and used no more.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
 
     #[test]
     fn test_open_rejects_long_name_before_touching_the_system() {

@@ -19,7 +19,6 @@ pub mod device;
 pub mod event_handler;
 pub mod features;
 mod iovecs;
-mod mac;
 pub mod observer;
 pub mod rx;
 pub mod tx;
@@ -34,9 +33,9 @@ pub use backend::Backend;
 pub use counters::{CountersSnapshot, NetCounters};
 pub use device::Net;
 pub use iovecs::GuestIovecs;
-pub use mac::{MacAddr, MacParseError};
 pub use observer::{Direction, FrameEvent, FrameObserver, NetHeader};
 pub use virtio_device::{ActivateError, Interrupt, VirtioDevice};
+pub use vmm_tap::{MacAddr, MacParseError};
 
 /// Length of `struct virtio_net_hdr_v1` in front of every frame (virtio 1.2 §5.1.6), the same
 /// size the tap is set to with TUNSETVNETHDRSZ.

@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use linux_loader::cmdline::Cmdline;
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
+// XLF_KERNEL_64 (xloadflags bit 0): the kernel has the 64-bit entry at load address + 0x200.
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header, XLF_KERNEL_64};
 use linux_loader::loader::{BzImage, Elf, KernelLoader, KernelLoaderResult};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::arch::e820::E820Entry;
 use crate::arch::layout::{CMDLINE_ADDR, CMDLINE_MAX_SIZE, HIMEM_START, MMIO_GAP_START};
+use crate::virtio_mmio::MMIO_WINDOW_SIZE;
 
 /// boot_params.hdr.boot_flag: 0xAA55, the boot sector signature.
 const BOOT_FLAG_MAGIC: u16 = 0xaa55;
@@ -29,16 +31,12 @@ const HDRS_OFFSET: u64 = 0x202;
 const LOADER_TYPE_UNDEFINED: u8 = 0xff;
 /// Protocol version that introduced `xloadflags` (2.12).
 const PROTOCOL_2_12: u16 = 0x020c;
-/// xloadflags bit 0 (XLF_KERNEL_64): the kernel has the 64-bit entry at load address + 0x200.
-const XLF_KERNEL_64: u16 = 1 << 0;
 /// Offset of `startup_64` from the start of the protected-mode kernel of a bzImage.
 const BZIMAGE_ENTRY_64_OFFSET: u64 = 0x200;
 /// Kernel alignment we tell an ELF kernel about (the x86 default, 16 MiB).
 const DEFAULT_KERNEL_ALIGNMENT: u32 = 0x100_0000;
 /// Guest page size.
 const PAGE_SIZE: u64 = 0x1000;
-/// Size of a virtio-mmio register window, as announced on the command line.
-const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 
 /// Errors while loading the kernel, initrd and boot parameters.
 #[derive(Debug, thiserror::Error)]
@@ -263,7 +261,7 @@ pub fn build_cmdline(extra: &str, virtio_devices: &[(u64, u32)]) -> Result<Cmdli
         .map_err(BootError::Cmdline)?;
     for &(base, irq) in virtio_devices {
         cmdline
-            .add_virtio_mmio_device(VIRTIO_MMIO_SIZE, GuestAddress(base), irq, None)
+            .add_virtio_mmio_device(MMIO_WINDOW_SIZE, GuestAddress(base), irq, None)
             .map_err(BootError::Cmdline)?;
     }
     if !extra.trim().is_empty() {

@@ -203,7 +203,9 @@ impl Vm {
             Some(path) => Some(boot::load_initrd(&mem, path, &kernel)?),
             None => None,
         };
-        let slots: Vec<(u64, u32)> = (0..config.nics.len()).map(net::nic_slot).collect();
+        let slots: Vec<(u64, u32)> = (0..config.nics.len())
+            .map(crate::arch::layout::nic_slot)
+            .collect();
         let cmdline = boot::build_cmdline(&config.cmdline, &slots)?;
         let cmdline_len = cmdline
             .as_cstring()

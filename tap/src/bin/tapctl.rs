@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use vmm_tap::netlink::{Changes, Link};
-use vmm_tap::{ensure_char_device, host, macvtap_char_device, Host, HostError, MacvtapMode};
+use vmm_tap::{
+    ensure_char_device, host, macvtap_char_device, Host, HostError, MacAddr, MacvtapMode,
+};
 
 /// Create and inspect the host side of virtual networking: bridges, taps and macvtaps.
 #[derive(Parser)]
@@ -60,7 +62,7 @@ enum Command {
         mtu: Option<u32>,
         /// New MAC address (aa:bb:cc:dd:ee:ff).
         #[arg(long)]
-        mac: Option<String>,
+        mac: Option<MacAddr>,
     },
     /// Delete a bridge, tap or macvtap (and a macvtap's /dev/tapN node).
     Del {
@@ -118,7 +120,7 @@ enum MacvtapOp {
         mode: String,
         /// MAC address (default: random).
         #[arg(long)]
-        mac: Option<String>,
+        mac: Option<MacAddr>,
     },
 }
 
@@ -130,25 +132,9 @@ The seed setups:
   tapctl show
   tapctl del vnet0";
 
-fn parse_mac(s: &str) -> Result<[u8; 6], HostError> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let mut mac = [0u8; 6];
-    if parts.len() != 6 {
-        return Err(HostError::BadMac(s.to_owned()));
-    }
-    for (byte, part) in mac.iter_mut().zip(parts) {
-        *byte = u8::from_str_radix(part, 16).map_err(|_| HostError::BadMac(s.to_owned()))?;
-    }
-    Ok(mac)
-}
-
+/// A MAC for a table, `-` when there is none.
 fn mac_str(mac: Option<[u8; 6]>) -> String {
-    mac.map_or("-".into(), |m| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    })
+    mac.map_or("-".into(), |m| MacAddr(m).to_string())
 }
 
 fn kind_str(link: &Link, host: &mut Host) -> String {
@@ -263,7 +249,7 @@ fn run(args: Args) -> Result<(), String> {
                 },
         } => (|| {
             let mode: MacvtapMode = mode.parse()?;
-            let mac = mac.as_deref().map(parse_mac).transpose()?;
+            let mac = mac.map(|m| m.0);
             let created = h.add_macvtap(&name, &link, mode, mac)?;
             let (path, devno) = macvtap_char_device(&name)?;
             ensure_char_device(&path, devno).map_err(|source| HostError::Netlink {
@@ -291,7 +277,7 @@ fn run(args: Args) -> Result<(), String> {
             mac,
         } => (|| {
             let dev = h.get(&name, "interface")?;
-            let mac = mac.as_deref().map(parse_mac).transpose()?;
+            let mac = mac.map(|m| m.0);
             let up = if up {
                 Some(true)
             } else if down {

@@ -51,3 +51,28 @@ pub const COM1_IRQ: u32 = 4;
 pub const I8042_PORT: u16 = 0x60;
 /// Smallest guest RAM we accept, in MiB: the tables above, a kernel and an initrd must fit.
 pub const MIN_MEM_MIB: u64 = 16;
+
+/// Interrupt lines for NICs, in order: free ISA IRQs (0 timer, 1 keyboard, 4 COM1, 8 RTC are taken).
+pub const NIC_IRQS: [u32; 6] = [5, 6, 7, 9, 10, 11];
+
+/// Where NIC `index` lives: (MMIO base, IRQ).
+pub fn nic_slot(index: usize) -> (u64, u32) {
+    (
+        DEVICE_WINDOW_START + index as u64 * crate::virtio_mmio::MMIO_WINDOW_SIZE,
+        NIC_IRQS[index],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_nic_slots_are_distinct_pages_in_the_device_window() {
+        let (b0, i0) = nic_slot(0);
+        let (b1, i1) = nic_slot(1);
+        assert_eq!(b0, DEVICE_WINDOW_START);
+        assert_eq!(b1 - b0, 0x1000);
+        assert_ne!(i0, i1);
+    }
+}

@@ -2,8 +2,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::net::MmioDevice;
 use crate::virtio_mmio::{MmioTransport, MMIO_WINDOW_SIZE};
+
+/// A virtio-mmio device in the device window: where its registers start, and its transport.
+pub struct MmioDevice {
+    /// Guest-physical address of its register window.
+    pub base: u64,
+    /// The transport that answers accesses to the window.
+    pub transport: Arc<Mutex<MmioTransport>>,
+}
 
 /// Devices by base address, each owning a [`MMIO_WINDOW_SIZE`] window.
 #[derive(Default)]
@@ -12,7 +19,7 @@ pub struct MmioBus {
 }
 
 impl MmioBus {
-    /// A bus with `devices` (base, transport).
+    /// A bus with `devices`.
     pub fn new(devices: Vec<MmioDevice>) -> Self {
         Self { devices }
     }
@@ -20,8 +27,8 @@ impl MmioBus {
     fn find(&self, addr: u64) -> Option<(u64, &Arc<Mutex<MmioTransport>>)> {
         self.devices
             .iter()
-            .find(|(base, _)| addr >= *base && addr - base < MMIO_WINDOW_SIZE)
-            .map(|(base, dev)| (addr - base, dev))
+            .find(|d| addr >= d.base && addr - d.base < MMIO_WINDOW_SIZE)
+            .map(|d| (addr - d.base, &d.transport))
     }
 
     /// A guest read; false when no device is there.

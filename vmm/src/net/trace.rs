@@ -16,16 +16,13 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
     VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4,
 };
-use vmm_virtio_net::{Direction, FrameEvent, NetHeader};
+use vmm_virtio_net::{Direction, FrameEvent, MacAddr, NetHeader};
 
 /// The log target of trace lines.
 pub const TARGET: &str = "vmm::net::trace";
 
 fn mac(m: [u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
+    MacAddr(m).to_string()
 }
 
 fn gso_name(gso_type: u8) -> String {

@@ -19,10 +19,10 @@ use vmm_tap::{Host, HostError, MacvtapMode, Tap};
 use vmm_virtio_net::MacAddr;
 
 use super::cleanup::{register, Undo};
-use super::{default_mac, NetError, NicBackend, NicConfig};
+use super::{default_mac, NetError, NicConfig, NicHost};
 
-/// An opened host side.
-pub struct Opened {
+/// A NIC's host side, opened.
+pub struct HostSide {
     /// The fd, ready for the device.
     pub tap: Tap,
     /// The guest's MAC.
@@ -34,7 +34,11 @@ pub struct Opened {
 }
 
 /// Opens NIC `index`'s host side; `host` is the netlink connection, made on first use.
-pub fn open(index: usize, config: &NicConfig, host: &mut Option<Host>) -> Result<Opened, NetError> {
+pub fn open(
+    index: usize,
+    config: &NicConfig,
+    host: &mut Option<Host>,
+) -> Result<HostSide, NetError> {
     let host_err = |source| NetError::Host { index, source };
     let tap_err = |source| NetError::Tap { index, source };
     if host.is_none() {
@@ -45,7 +49,7 @@ pub fn open(index: usize, config: &NicConfig, host: &mut Option<Host>) -> Result
     };
 
     match &config.backend {
-        NicBackend::Tap { name, bridge, mtu } => {
+        NicHost::Tap { name, bridge, mtu } => {
             // Check everything that can be wrong before changing anything.
             let before = host.find(name).map_err(host_err)?;
             let bridge = bridge
@@ -77,14 +81,14 @@ pub fn open(index: usize, config: &NicConfig, host: &mut Option<Host>) -> Result
             }
             let mtu = tap.mtu().map_err(tap_err)?;
             let mac = config.mac.unwrap_or_else(|| default_mac(name));
-            Ok(Opened {
+            Ok(HostSide {
                 tap,
                 mac,
                 mtu,
                 label: name.clone(),
             })
         }
-        NicBackend::Macvtap {
+        NicHost::Macvtap {
             name,
             link: Some(lower),
             mode,
@@ -103,7 +107,7 @@ pub fn open(index: usize, config: &NicConfig, host: &mut Option<Host>) -> Result
             let tap = Tap::open_macvtap(name).map_err(tap_err)?;
             finish_macvtap(index, config, host, tap, created, name.clone())
         }
-        NicBackend::Macvtap {
+        NicHost::Macvtap {
             name, link: None, ..
         } => {
             let link = host.get(name, "macvtap").map_err(host_err)?;
@@ -121,7 +125,7 @@ pub fn open(index: usize, config: &NicConfig, host: &mut Option<Host>) -> Result
             }
             finish_macvtap(index, config, host, tap, link, name.clone())
         }
-        NicBackend::Fd(fd) => {
+        NicHost::Fd(fd) => {
             // SAFETY: check_nics verified the fd is open before the VMM opened anything, so it
             // is the caller's, handed to us for this NIC, and nothing else in the VMM uses it.
             let owned = unsafe { OwnedFd::from_raw_fd(*fd) };
@@ -135,7 +139,7 @@ pub fn open(index: usize, config: &NicConfig, host: &mut Option<Host>) -> Result
             }
             let mtu = tap.mtu().map_err(tap_err)?;
             let mac = config.mac.unwrap_or_else(|| default_mac(&name));
-            Ok(Opened {
+            Ok(HostSide {
                 tap,
                 mac,
                 mtu,
@@ -161,7 +165,7 @@ fn finish_macvtap(
     tap: Tap,
     link: Link,
     label: String,
-) -> Result<Opened, NetError> {
+) -> Result<HostSide, NetError> {
     let host_err = |source| NetError::Host { index, source };
     let own = link.mac.map(MacAddr);
     let mac = match (config.mac, own) {
@@ -182,7 +186,7 @@ fn finish_macvtap(
         (None, None) => default_mac(&link.name),
     };
     let mtu = link.mtu.unwrap_or(1500);
-    Ok(Opened {
+    Ok(HostSide {
         tap,
         mac,
         mtu,

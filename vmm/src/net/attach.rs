@@ -1,0 +1,78 @@
+//! Connecting opened NICs to the VM: each device behind a virtio-mmio transport in its slot,
+//! KVM ioeventfds for its queue notifications and an irqfd for its interrupt, and the one
+//! device thread whose event loop serves every NIC.
+
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use kvm_ioctls::{IoEventAddress, VmFd};
+use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
+use vm_memory::GuestMemoryMmap;
+use vmm_virtio_net::VirtioDevice;
+
+use super::{NetDevice, NetError, Nic};
+use crate::arch::layout::nic_slot;
+use crate::devices::mmio_bus::MmioDevice;
+use crate::virtio_mmio::MmioTransport;
+
+/// Connects each NIC to the VM (ioeventfds, irqfd), puts it behind a virtio-mmio transport, and
+/// starts the device thread that runs their event loop. Returns the transports with their bases.
+pub fn attach_nics(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    nics: &[Nic],
+) -> Result<Vec<MmioDevice>, NetError> {
+    let mut transports = Vec::new();
+    let mut manager = EventManager::<NetDevice>::new().map_err(|e| NetError::Create {
+        what: "the device event loop",
+        source: std::io::Error::other(format!("{e:?}")),
+    })?;
+    for nic in nics {
+        let (base, irq) = nic_slot(nic.index);
+        let kvm = |what| {
+            move |source| NetError::Kvm {
+                index: nic.index,
+                what,
+                source,
+            }
+        };
+        {
+            let device = nic.device.lock().unwrap_or_else(|p| p.into_inner());
+            vm.register_irqfd(device.interrupt().irqfd(), irq)
+                .map_err(kvm("register the interrupt (irqfd)"))?;
+            for (queue, evt) in device.queue_events().iter().enumerate() {
+                let notify = IoEventAddress::Mmio(base + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY));
+                vm.register_ioevent(evt, &notify, queue as u32)
+                    .map_err(kvm("register a queue notification (ioeventfd)"))?;
+            }
+        }
+        let device: Arc<Mutex<dyn VirtioDevice>> = nic.device.clone();
+        transports.push(MmioDevice {
+            base,
+            transport: Arc::new(Mutex::new(MmioTransport::new(mem.clone(), device))),
+        });
+        manager.add_subscriber(nic.device.clone());
+    }
+    if !nics.is_empty() {
+        spawn_device_thread(manager)?;
+    }
+    Ok(transports)
+}
+
+fn spawn_device_thread<S: MutEventSubscriber + Send + 'static>(
+    mut manager: EventManager<S>,
+) -> Result<(), NetError> {
+    std::thread::Builder::new()
+        .name("virtio-net".into())
+        .spawn(move || loop {
+            if let Err(e) = manager.run() {
+                log::error!("virtio-net: event loop failed: {e:?}");
+                return;
+            }
+        })
+        .map(|_| ())
+        .map_err(|source| NetError::Create {
+            what: "the virtio-net thread",
+            source,
+        })
+}
