@@ -12,6 +12,34 @@
 //! - [`event_handler`]: which events wake the device thread;
 //! - [`counters`]: frames and Ethernet bytes per direction, drops by reason;
 //! - [`observer`]: a hook that sees every frame moved (tracing, pcap).
+//!
+//! # Example
+//!
+//! A driver puts one frame on the TX queue and the device sends it to its backend, here the
+//! fake one of [`test_utils`] (feature `test-utils`) on virtio-queue's mock rings:
+//!
+//! ```
+//! use vmm_virtio_net::test_utils::{chain, desc, memory, with_header, Harness, BUFFERS};
+//! use vmm_virtio_net::tx::TxOutcome;
+//!
+//! let mem = memory();
+//! // A device the driver has activated (VERSION_1, MAC, MTU; no offloads) on two queues.
+//! let mut h = Harness::new(&mem);
+//! // [virtio_net_hdr_v1 | 60-byte frame] in guest memory, one descriptor, on the avail ring.
+//! let frame = with_header(&[0xab; 60]);
+//! h.put(BUFFERS, &frame);
+//! let descs = chain(&[desc(BUFFERS, frame.len() as u32, false)], 0);
+//! h.tx.add_desc_chains(&descs, 0).unwrap();
+//!
+//! // What the TX queue's notification would trigger on the device thread.
+//! assert_eq!(h.net.process_tx(), TxOutcome::Done);
+//!
+//! // One writev of the chain to the backend, the chain back on the used ring with length 0,
+//! // and the frame counted in Ethernet bytes (without the 12-byte header).
+//! assert_eq!(h.net.backend().sent, vec![frame]);
+//! assert_eq!(Harness::used(&h.tx, 0), (0, 0));
+//! assert_eq!(h.net.counters().snapshot().tx_bytes, 60);
+//! ```
 
 pub mod backend;
 pub mod counters;
@@ -26,8 +54,8 @@ pub mod virtio_device;
 
 #[cfg(test)]
 mod alloc_tests;
-#[cfg(test)]
-mod test_utils;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
 
 pub use backend::Backend;
 pub use counters::{CountersSnapshot, NetCounters};

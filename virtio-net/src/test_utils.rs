@@ -1,4 +1,6 @@
-//! Unit-test helpers: a fake backend and a driver built on virtio-queue's mock rings.
+//! Test helpers (the crate's unit tests, and other crates' tests with the `test-utils` feature):
+//! a fake backend that records what the device sends and hands it frames to receive, and a
+//! driver harness on virtio-queue's mock rings that activates a device on two queues.
 
 use std::collections::VecDeque;
 use std::io;
@@ -42,7 +44,14 @@ pub struct FakeBackend {
     pub broken: Option<std::os::fd::OwnedFd>,
 }
 
+impl Default for FakeBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl FakeBackend {
+    /// A backend with nothing queued, every offload supported, and writes accepted.
     pub fn new() -> Self {
         Self {
             fd: EventFd::new(EFD_NONBLOCK).unwrap(),
@@ -118,13 +127,18 @@ impl Backend for FakeBackend {
     }
 }
 
-/// Guest memory layout for tests: rings at 0x0000 (RX) and 0x4000 (TX), buffers from 0x10000.
+/// Guest memory layout for tests: the RX rings at 0x0000.
 pub const RX_RING: u64 = 0x0;
+/// The TX rings.
 pub const TX_RING: u64 = 0x4000;
+/// Where test buffers go (up to `MEM_SIZE`).
 pub const BUFFERS: u64 = 0x1_0000;
+/// Size of the test guest memory (1 MiB).
 pub const MEM_SIZE: usize = 0x10_0000;
+/// Entries per test queue.
 pub const QUEUE_LEN: u16 = 16;
 
+/// Fresh guest memory of `MEM_SIZE` bytes at guest address 0.
 pub fn memory() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
 }
@@ -160,12 +174,17 @@ pub fn chain(descs: &[RawDescriptor], first: u16) -> Vec<RawDescriptor> {
 
 /// A device on a fake backend, activated with two mock queues.
 pub struct Harness<'a> {
+    /// The guest memory the rings and buffers live in.
     pub mem: &'a GuestMemoryMmap,
+    /// The driver's side of the RX queue.
     pub rx: MockSplitQueue<'a, GuestMemoryMmap>,
+    /// The driver's side of the TX queue.
     pub tx: MockSplitQueue<'a, GuestMemoryMmap>,
+    /// The device, activated.
     pub net: Net<FakeBackend>,
 }
 
+/// The MAC of test devices.
 pub const MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 
 /// The features of a driver that accepts no offload, no merged buffers and no event index:
@@ -215,6 +234,7 @@ impl<'a> Harness<'a> {
         (id, len)
     }
 
+    /// The used ring's index of `queue`: how many chains the device has completed.
     pub fn used_idx(queue: &MockSplitQueue<'a, GuestMemoryMmap>) -> u16 {
         queue_mem(queue)
             .read_obj(GuestAddress(used_ring_addr(queue) + 2))
