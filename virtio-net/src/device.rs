@@ -22,7 +22,7 @@ use crate::features;
 use crate::iovecs::IovecArray;
 use crate::observer::FrameObserver;
 use crate::rx::RxBuffers;
-use crate::virtio_device::{ActivateError, Interrupt, VirtioDevice};
+use crate::virtio_device::{ActivateError, InterruptSignal, VirtioDevice};
 use crate::MacAddr;
 
 /// Index of the receive queue (device → driver).
@@ -65,7 +65,8 @@ pub struct Net<B: Backend> {
     pub(crate) backend: B,
     pub(crate) active: Option<Active>,
     pub(crate) needs_reset: bool,
-    pub(crate) interrupt: Arc<Interrupt>,
+    /// How to interrupt the driver: the transport's, from activation to reset.
+    pub(crate) interrupt: Option<Arc<dyn InterruptSignal>>,
     pub(crate) counters: Arc<NetCounters>,
     /// Written by the guest through ioeventfd: "look at queue n".
     pub(crate) queue_evts: [EventFd; 2],
@@ -101,7 +102,7 @@ impl<B: Backend> Net<B> {
             backend,
             active: None,
             needs_reset: false,
-            interrupt: Arc::new(Interrupt::new()?),
+            interrupt: None,
             counters: Arc::new(NetCounters::default()),
             queue_evts: [EventFd::new(EFD_NONBLOCK)?, EventFd::new(EFD_NONBLOCK)?],
             state_evt: EventFd::new(EFD_NONBLOCK)?,
@@ -200,9 +201,14 @@ impl<B: Backend> Net<B> {
     }
 
     /// Raises the used-buffer interrupt and counts it.
-    pub(crate) fn signal_used(interrupt: &Interrupt, counters: &NetCounters) {
-        NetCounters::inc(&counters.interrupts);
-        interrupt.signal_used_queue();
+    pub(crate) fn signal_used(
+        interrupt: &Option<Arc<dyn InterruptSignal>>,
+        counters: &NetCounters,
+    ) {
+        if let Some(interrupt) = interrupt {
+            NetCounters::inc(&counters.interrupts);
+            interrupt.signal_used_queue();
+        }
     }
 
     /// Records a ring the guest corrupted: the device stops until reset, and says so.
@@ -210,7 +216,9 @@ impl<B: Backend> Net<B> {
         log::warn!("virtio-net {}: {what}; the device needs a reset", self.mac);
         self.needs_reset = true;
         self.active = None;
-        self.interrupt.signal_config_change();
+        if let Some(interrupt) = &self.interrupt {
+            interrupt.signal_config_change();
+        }
         let _ = self.state_evt.write(1);
     }
 }
@@ -261,6 +269,7 @@ impl<B: Backend> VirtioDevice for Net<B> {
         &mut self,
         mem: GuestMemoryMmap,
         mut queues: Vec<Queue>,
+        interrupt: Arc<dyn InterruptSignal>,
     ) -> Result<(), ActivateError> {
         if !self.features_ok() {
             return Err(ActivateError::NoVersion1);
@@ -307,6 +316,7 @@ impl<B: Backend> VirtioDevice for Net<B> {
             features::names(acked)
         );
         self.counters.set_features(acked);
+        self.interrupt = Some(interrupt);
         self.active = Some(Active {
             mem,
             rx_buffers: RxBuffers::new(rx.size()),
@@ -334,7 +344,8 @@ impl<B: Backend> VirtioDevice for Net<B> {
         self.needs_reset = false;
         self.rx_waiting_for_buffers = false;
         self.tx_waiting_for_tap = false;
-        self.interrupt.clear();
+        // The transport clears its InterruptStatus; the device signals nothing until activated.
+        self.interrupt = None;
         // Queue notifications from before the reset must not be acted on after it.
         for evt in &self.queue_evts {
             let _ = evt.read();
@@ -344,10 +355,6 @@ impl<B: Backend> VirtioDevice for Net<B> {
 
     fn needs_reset(&self) -> bool {
         self.needs_reset
-    }
-
-    fn interrupt(&self) -> &Interrupt {
-        &self.interrupt
     }
 
     fn queue_events(&self) -> &[EventFd] {
@@ -434,7 +441,8 @@ mod tests {
         ];
         net.ack_features(acked);
         assert!(net.features_ok());
-        net.activate(mem.clone(), queues).unwrap();
+        let interrupt = Arc::new(FakeInterrupt::default());
+        net.activate(mem.clone(), queues, interrupt).unwrap();
     }
 
     #[test]
@@ -474,7 +482,7 @@ mod tests {
         let q = || virtio_queue::mock::MockSplitQueue::create(&mem, vm_memory::GuestAddress(0), 16);
         let queues = vec![q().create_queue().unwrap(), q().create_queue().unwrap()];
         assert!(matches!(
-            net.activate(mem.clone(), queues),
+            net.activate(mem.clone(), queues, Arc::new(FakeInterrupt::default())),
             Err(ActivateError::NoVersion1)
         ));
     }
@@ -485,7 +493,11 @@ mod tests {
         let mut net = Net::new(FakeBackend::new(), MAC, 1500).unwrap();
         net.ack_features(net.features());
         let q = virtio_queue::mock::MockSplitQueue::create(&mem, vm_memory::GuestAddress(0), 16);
-        let err = net.activate(mem.clone(), vec![q.create_queue().unwrap()]);
+        let err = net.activate(
+            mem.clone(),
+            vec![q.create_queue().unwrap()],
+            Arc::new(FakeInterrupt::default()),
+        );
         assert!(matches!(
             err,
             Err(ActivateError::QueueCount {
@@ -505,7 +517,7 @@ mod tests {
         bad.set_desc_table_address(Some(0xffff_f000), Some(0x10));
         let queues = vec![good.create_queue().unwrap(), bad];
         assert!(matches!(
-            net.activate(mem.clone(), queues),
+            net.activate(mem.clone(), queues, Arc::new(FakeInterrupt::default())),
             Err(ActivateError::InvalidQueue(1))
         ));
         assert!(!net.is_active());

@@ -326,7 +326,8 @@ mod tests {
             )
             .create_queue()
             .unwrap();
-            crate::VirtioDevice::activate(&mut *n, mem.clone(), vec![rxq, txq]).unwrap();
+            let irq = Arc::new(FakeInterrupt::default());
+            crate::VirtioDevice::activate(&mut *n, mem.clone(), vec![rxq, txq], irq).unwrap();
         }
         run_until_idle(&mut manager);
 

@@ -62,7 +62,7 @@ pub use counters::{CountersSnapshot, NetCounters};
 pub use device::Net;
 pub use iovecs::GuestIovecs;
 pub use observer::{Direction, FrameEvent, FrameObserver, NetHeader};
-pub use virtio_device::{ActivateError, Interrupt, VirtioDevice};
+pub use virtio_device::{ActivateError, InterruptSignal, VirtioDevice};
 pub use vmm_tap::{MacAddr, MacParseError};
 
 /// Length of `struct virtio_net_hdr_v1` in front of every frame (virtio 1.2 §5.1.6), the same

@@ -735,7 +735,7 @@ mod tests {
 
         assert_eq!(h.net.counters.snapshot().rx_frames, 1);
         assert_eq!(h.net.counters.snapshot().interrupts, 0);
-        assert_eq!(h.net.interrupt.status(), 0);
+        assert_eq!(h.interrupt.status(), 0);
     }
 
     #[test]

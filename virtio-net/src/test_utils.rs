@@ -172,6 +172,30 @@ pub fn chain(descs: &[RawDescriptor], first: u16) -> Vec<RawDescriptor> {
         .collect()
 }
 
+/// An interrupt line that remembers what was signalled, as InterruptStatus bits (1: used
+/// buffers, 2: configuration change).
+#[derive(Debug, Default)]
+pub struct FakeInterrupt {
+    status: std::sync::atomic::AtomicU32,
+}
+
+impl FakeInterrupt {
+    /// The bits signalled so far.
+    pub fn status(&self) -> u32 {
+        self.status.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl crate::InterruptSignal for FakeInterrupt {
+    fn signal_used_queue(&self) {
+        self.status.fetch_or(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn signal_config_change(&self) {
+        self.status.fetch_or(2, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A device on a fake backend, activated with two mock queues.
 pub struct Harness<'a> {
     /// The guest memory the rings and buffers live in.
@@ -182,6 +206,8 @@ pub struct Harness<'a> {
     pub tx: MockSplitQueue<'a, GuestMemoryMmap>,
     /// The device, activated.
     pub net: Net<FakeBackend>,
+    /// Its interrupt line.
+    pub interrupt: std::sync::Arc<FakeInterrupt>,
 }
 
 /// The MAC of test devices.
@@ -221,8 +247,16 @@ impl<'a> Harness<'a> {
             q
         };
         let queues: Vec<Queue> = vec![relocate(&rx), relocate(&tx)];
-        net.activate(mem.clone(), queues).unwrap();
-        Self { mem, rx, tx, net }
+        let interrupt = std::sync::Arc::new(FakeInterrupt::default());
+        net.activate(mem.clone(), queues, interrupt.clone())
+            .unwrap();
+        Self {
+            mem,
+            rx,
+            tx,
+            net,
+            interrupt,
+        }
     }
 
     /// Used ring entry `i` of `queue`: (descriptor head, length).

@@ -1,12 +1,11 @@
-//! What a virtio transport (our virtio-mmio in the VMM) needs from a device, and the interrupt
-//! the device raises through it.
+//! What a virtio transport (our virtio-mmio in the VMM) needs from a device, and how the device
+//! interrupts the driver through it.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
-use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 /// Why a device could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,69 +48,29 @@ pub trait VirtioDevice: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes the device-specific config space at `offset`.
     fn write_config(&mut self, offset: u64, data: &[u8]);
-    /// Starts the device with the queues the driver set up (at DRIVER_OK).
-    fn activate(&mut self, mem: GuestMemoryMmap, queues: Vec<Queue>) -> Result<(), ActivateError>;
+    /// Starts the device with the queues the driver set up (at DRIVER_OK); it interrupts the
+    /// driver through `interrupt` until the next reset.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        queues: Vec<Queue>,
+        interrupt: Arc<dyn InterruptSignal>,
+    ) -> Result<(), ActivateError>;
     /// Returns the device to its initial state (status 0): queues gone, backend idle.
     fn reset(&mut self);
     /// Whether the device hit an error only a reset clears (DEVICE_NEEDS_RESET).
     fn needs_reset(&self) -> bool;
-    /// The device's interrupt.
-    fn interrupt(&self) -> &Interrupt;
     /// One eventfd per queue, signalled when the driver notifies that queue.
     fn queue_events(&self) -> &[EventFd];
 }
 
-/// The device's interrupt line: the InterruptStatus register bits and the eventfd that KVM
-/// turns into a guest interrupt (irqfd).
-#[derive(Debug)]
-pub struct Interrupt {
-    status: AtomicU32,
-    irqfd: EventFd,
-}
-
-impl Interrupt {
-    /// Creates the interrupt with a fresh eventfd.
-    pub fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            status: AtomicU32::new(0),
-            irqfd: EventFd::new(EFD_NONBLOCK)?,
-        })
-    }
-
-    /// The eventfd to register with KVM as an irqfd.
-    pub fn irqfd(&self) -> &EventFd {
-        &self.irqfd
-    }
-
+/// How a device tells its driver that something happened. The transport implements it — it
+/// owns the InterruptStatus register and the interrupt line (an irqfd) — and hands it to the
+/// device when the driver starts it, so the driver reading or acknowledging InterruptStatus
+/// never waits for the device (whose thread may be busy with a pass).
+pub trait InterruptSignal: Send + Sync {
     /// "Used buffers were added to a queue."
-    pub fn signal_used_queue(&self) {
-        self.signal(VIRTIO_MMIO_INT_VRING);
-    }
-
-    /// "The config space (or device status) changed."
-    pub fn signal_config_change(&self) {
-        self.signal(VIRTIO_MMIO_INT_CONFIG);
-    }
-
-    fn signal(&self, bit: u32) {
-        self.status.fetch_or(bit, Ordering::SeqCst);
-        if let Err(e) = self.irqfd.write(1) {
-            log::warn!("cannot raise the device interrupt: {e}");
-        }
-    }
-
-    /// The InterruptStatus register.
-    pub fn status(&self) -> u32 {
-        self.status.load(Ordering::SeqCst)
-    }
-
-    /// InterruptACK: the driver handled these bits.
-    pub fn ack(&self, bits: u32) {
-        self.status.fetch_and(!bits, Ordering::SeqCst);
-    }
-
-    /// Clears all pending bits (device reset).
-    pub fn clear(&self) {
-        self.status.store(0, Ordering::SeqCst);
-    }
+    fn signal_used_queue(&self);
+    /// "The configuration space (or the device status) changed."
+    fn signal_config_change(&self);
 }

@@ -6,10 +6,15 @@
 //!   `virtio_mmio.device=4K@0x<base>:<irq>`;
 //! - one ioeventfd per queue on `base + QueueNotify` with the queue index as datamatch, so a
 //!   notification wakes the device thread without a trip through this code;
-//! - an irqfd for the device's interrupt eventfd on `<irq>`.
+//! - an irqfd for the transport's interrupt eventfd ([`MmioTransport::irqfd`]) on `<irq>`.
+//!
+//! The transport owns the InterruptStatus bits and that eventfd ([`MmioInterrupt`]) and hands
+//! the device a handle to them when it starts it, so a driver reading or acknowledging
+//! InterruptStatus never waits for the device mutex (held by the device thread for a pass).
 //!
 //! Everything else — reads and writes of the registers below — arrives here as MMIO exits.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use virtio_bindings::virtio_config::{
@@ -19,7 +24,8 @@ use virtio_bindings::virtio_config::{
 use virtio_bindings::virtio_mmio::*;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
-use vmm_virtio_net::VirtioDevice;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_virtio_net::{InterruptSignal, VirtioDevice};
 
 /// "virt" in little endian: the MagicValue register.
 const MMIO_MAGIC: u32 = 0x7472_6976;
@@ -30,9 +36,49 @@ const VENDOR_ID: u32 = 0x006d_6d76;
 /// Size of a device's register window.
 pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
 
+/// A device's interrupt line: the InterruptStatus register and the eventfd that KVM turns into
+/// a guest interrupt (irqfd).
+#[derive(Debug)]
+pub struct MmioInterrupt {
+    status: AtomicU32,
+    irqfd: EventFd,
+}
+
+impl MmioInterrupt {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            status: AtomicU32::new(0),
+            irqfd: EventFd::new(EFD_NONBLOCK)?,
+        })
+    }
+
+    fn raise(&self, bit: u32) {
+        self.status.fetch_or(bit, Ordering::SeqCst);
+        if let Err(e) = self.irqfd.write(1) {
+            log::warn!("cannot raise the device interrupt: {e}");
+        }
+    }
+
+    /// The InterruptStatus register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+}
+
+impl InterruptSignal for MmioInterrupt {
+    fn signal_used_queue(&self) {
+        self.raise(VIRTIO_MMIO_INT_VRING);
+    }
+
+    fn signal_config_change(&self) {
+        self.raise(VIRTIO_MMIO_INT_CONFIG);
+    }
+}
+
 /// One virtio-mmio device: the transport state plus the device behind it.
 pub struct MmioTransport {
     device: Arc<Mutex<dyn VirtioDevice>>,
+    interrupt: Arc<MmioInterrupt>,
     mem: GuestMemoryMmap,
     queues: Vec<Queue>,
     queue_select: u32,
@@ -44,8 +90,12 @@ pub struct MmioTransport {
 }
 
 impl MmioTransport {
-    /// Puts `device` behind a transport; `mem` is handed to it at activation.
-    pub fn new(mem: GuestMemoryMmap, device: Arc<Mutex<dyn VirtioDevice>>) -> Self {
+    /// Puts `device` behind a transport; `mem` is handed to it at activation. Fails only if
+    /// the interrupt's eventfd cannot be made.
+    pub fn new(
+        mem: GuestMemoryMmap,
+        device: Arc<Mutex<dyn VirtioDevice>>,
+    ) -> std::io::Result<Self> {
         let queues = lock(&device)
             .queue_max_sizes()
             .iter()
@@ -54,8 +104,9 @@ impl MmioTransport {
                     .unwrap_or_else(|_| unreachable!("device queue sizes are powers of two"))
             })
             .collect();
-        Self {
+        Ok(Self {
             device,
+            interrupt: Arc::new(MmioInterrupt::new()?),
             mem,
             queues,
             queue_select: 0,
@@ -64,7 +115,12 @@ impl MmioTransport {
             driver_features: 0,
             status: 0,
             config_generation: 0,
-        }
+        })
+    }
+
+    /// The eventfd to register with KVM as this device's irqfd.
+    pub fn irqfd(&self) -> &EventFd {
+        &self.interrupt.irqfd
     }
 
     fn selected_queue(&mut self) -> Option<&mut Queue> {
@@ -85,42 +141,46 @@ impl MmioTransport {
             data.fill(0);
             return;
         }
-        let device = lock(&self.device);
-        let value = match offset as u32 {
-            VIRTIO_MMIO_MAGIC_VALUE => MMIO_MAGIC,
-            VIRTIO_MMIO_VERSION => MMIO_VERSION,
-            VIRTIO_MMIO_DEVICE_ID => device.device_type(),
-            VIRTIO_MMIO_VENDOR_ID => VENDOR_ID,
-            VIRTIO_MMIO_DEVICE_FEATURES => match self.device_features_select {
-                0 => device.features() as u32,
-                1 => (device.features() >> 32) as u32,
-                _ => 0,
-            },
-            VIRTIO_MMIO_QUEUE_NUM_MAX => device
-                .queue_max_sizes()
-                .get(self.queue_select as usize)
-                .map_or(0, |&m| u32::from(m)),
+        // The transport's own registers first: they never wait for the device, whose mutex
+        // the device thread holds for a whole RX/TX pass.
+        let own = match offset as u32 {
+            VIRTIO_MMIO_MAGIC_VALUE => Some(MMIO_MAGIC),
+            VIRTIO_MMIO_VERSION => Some(MMIO_VERSION),
+            VIRTIO_MMIO_VENDOR_ID => Some(VENDOR_ID),
             VIRTIO_MMIO_QUEUE_READY => {
-                drop(device);
-                return data.copy_from_slice(
-                    &u32::from(self.selected_queue().is_some_and(|q| q.ready())).to_le_bytes(),
-                );
+                Some(u32::from(self.selected_queue().is_some_and(|q| q.ready())))
             }
-            VIRTIO_MMIO_INTERRUPT_STATUS => device.interrupt().status(),
-            VIRTIO_MMIO_STATUS => {
-                self.status
-                    | if device.needs_reset() {
-                        VIRTIO_CONFIG_S_NEEDS_RESET
-                    } else {
-                        0
-                    }
-            }
-            VIRTIO_MMIO_CONFIG_GENERATION => self.config_generation,
-            _ => {
-                log::debug!("virtio-mmio: read of unknown register {offset:#x}");
-                0
-            }
+            VIRTIO_MMIO_INTERRUPT_STATUS => Some(self.interrupt.status()),
+            VIRTIO_MMIO_CONFIG_GENERATION => Some(self.config_generation),
+            _ => None,
         };
+        let value = own.unwrap_or_else(|| {
+            let device = lock(&self.device);
+            match offset as u32 {
+                VIRTIO_MMIO_DEVICE_ID => device.device_type(),
+                VIRTIO_MMIO_DEVICE_FEATURES => match self.device_features_select {
+                    0 => device.features() as u32,
+                    1 => (device.features() >> 32) as u32,
+                    _ => 0,
+                },
+                VIRTIO_MMIO_QUEUE_NUM_MAX => device
+                    .queue_max_sizes()
+                    .get(self.queue_select as usize)
+                    .map_or(0, |&m| u32::from(m)),
+                VIRTIO_MMIO_STATUS => {
+                    self.status
+                        | if device.needs_reset() {
+                            VIRTIO_CONFIG_S_NEEDS_RESET
+                        } else {
+                            0
+                        }
+                }
+                _ => {
+                    log::debug!("virtio-mmio: read of unknown register {offset:#x}");
+                    0
+                }
+            }
+        });
         data.copy_from_slice(&value.to_le_bytes());
     }
 
@@ -183,7 +243,10 @@ impl MmioTransport {
                     let _ = evt.write(1);
                 }
             }
-            VIRTIO_MMIO_INTERRUPT_ACK => lock(&self.device).interrupt().ack(value),
+            VIRTIO_MMIO_INTERRUPT_ACK => {
+                // InterruptACK: the driver handled these bits.
+                self.interrupt.status.fetch_and(!value, Ordering::SeqCst);
+            }
             VIRTIO_MMIO_STATUS => self.set_status(value),
             _ => log::debug!("virtio-mmio: write of {value:#x} to register {offset:#x} ignored"),
         }
@@ -243,7 +306,7 @@ impl MmioTransport {
                 .map(|(i, q)| Queue::try_from(q.state()).map_err(|e| (i, e)))
                 .collect::<Result<Vec<_>, _>>();
             let activated = match queues {
-                Ok(queues) => device.activate(self.mem.clone(), queues),
+                Ok(queues) => device.activate(self.mem.clone(), queues, self.interrupt.clone()),
                 Err((index, e)) => {
                     log::debug!("virtio-mmio: queue {index} configuration rejected: {e:?}");
                     Err(vmm_virtio_net::ActivateError::InvalidQueue(index))
@@ -252,7 +315,7 @@ impl MmioTransport {
             if let Err(e) = activated {
                 log::warn!("virtio-mmio: cannot activate the device: {e}");
                 status |= VIRTIO_CONFIG_S_NEEDS_RESET;
-                device.interrupt().signal_config_change();
+                self.interrupt.signal_config_change();
             }
         }
         self.status = status | needs_reset;
@@ -261,6 +324,7 @@ impl MmioTransport {
     /// Device reset: device and transport back to their initial state.
     fn reset(&mut self) {
         lock(&self.device).reset();
+        self.interrupt.status.store(0, Ordering::SeqCst);
         for queue in &mut self.queues {
             queue.reset();
         }
@@ -311,7 +375,7 @@ mod tests {
     use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
     use vm_memory::GuestAddress;
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
-    use vmm_virtio_net::{ActivateError, Interrupt};
+    use vmm_virtio_net::ActivateError;
 
     const ACK: u32 = VIRTIO_CONFIG_S_ACKNOWLEDGE;
     const DRIVER: u32 = VIRTIO_CONFIG_S_DRIVER;
@@ -328,7 +392,7 @@ mod tests {
         activations: usize,
         resets: usize,
         refuse_activation: bool,
-        interrupt: Interrupt,
+        interrupt: Option<Arc<dyn InterruptSignal>>,
         evts: [EventFd; 2],
     }
 
@@ -352,8 +416,14 @@ mod tests {
             data.fill(0);
         }
         fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-        fn activate(&mut self, _mem: GuestMemoryMmap, _q: Vec<Queue>) -> Result<(), ActivateError> {
+        fn activate(
+            &mut self,
+            _mem: GuestMemoryMmap,
+            _q: Vec<Queue>,
+            interrupt: Arc<dyn InterruptSignal>,
+        ) -> Result<(), ActivateError> {
             self.activations += 1;
+            self.interrupt = Some(interrupt);
             if self.refuse_activation {
                 return Err(ActivateError::InvalidQueue(0));
             }
@@ -365,9 +435,6 @@ mod tests {
         }
         fn needs_reset(&self) -> bool {
             false
-        }
-        fn interrupt(&self) -> &Interrupt {
-            &self.interrupt
         }
         fn queue_events(&self) -> &[EventFd] {
             &self.evts
@@ -381,14 +448,14 @@ mod tests {
             activations: 0,
             resets: 0,
             refuse_activation: false,
-            interrupt: Interrupt::new().unwrap(),
+            interrupt: None,
             evts: [
                 EventFd::new(EFD_NONBLOCK).unwrap(),
                 EventFd::new(EFD_NONBLOCK).unwrap(),
             ],
         }));
         let device: Arc<Mutex<dyn VirtioDevice>> = fake.clone();
-        let mut t = MmioTransport::new(mem, device);
+        let mut t = MmioTransport::new(mem, device).unwrap();
         // Both queues: size 16, rings in guest RAM, ready.
         for (q, base) in [(0u32, 0x1000u32), (1, 0x4000)] {
             t.write32(VIRTIO_MMIO_QUEUE_SEL, q);
@@ -552,7 +619,7 @@ mod tests {
         t.write32(VIRTIO_MMIO_STATUS, ready | DRIVER_OK);
         assert_ne!(t.status() & NEEDS_RESET, 0);
         assert_ne!(
-            fake.lock().unwrap().interrupt.status() & VIRTIO_MMIO_INT_CONFIG,
+            t.read32(VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG,
             0,
             "a config interrupt says so"
         );
@@ -563,5 +630,30 @@ mod tests {
         assert_ne!(t.status() & NEEDS_RESET, 0);
         t.write32(VIRTIO_MMIO_STATUS, 0);
         assert_eq!(t.status(), 0);
+    }
+
+    #[test]
+    fn test_interrupt_status_and_ack_do_not_wait_for_a_busy_device() {
+        let (mut t, fake) = setup();
+        t.negotiate(OFFERED);
+        t.write32(VIRTIO_MMIO_STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+        let signal = fake.lock().unwrap().interrupt.clone().unwrap();
+        signal.signal_used_queue();
+
+        // The device thread is in the middle of a pass: it holds the device mutex.
+        let held = fake.lock().unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let status = t.read32(VIRTIO_MMIO_INTERRUPT_STATUS);
+                t.write32(VIRTIO_MMIO_INTERRUPT_ACK, status);
+                done.send((status, t.read32(VIRTIO_MMIO_INTERRUPT_STATUS)))
+                    .unwrap();
+            });
+            // A bound, not a timing: the answer must come while the mutex is held.
+            let answer = finished.recv_timeout(std::time::Duration::from_secs(10));
+            drop(held);
+            assert_eq!(answer, Ok((VIRTIO_MMIO_INT_VRING, 0)));
+        });
     }
 }

@@ -38,8 +38,6 @@ pub fn attach_nics(
         };
         {
             let device = nic.device.lock().unwrap_or_else(|p| p.into_inner());
-            vm.register_irqfd(device.interrupt().irqfd(), irq)
-                .map_err(kvm("register the interrupt (irqfd)"))?;
             for (queue, evt) in device.queue_events().iter().enumerate() {
                 let notify = IoEventAddress::Mmio(base + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY));
                 vm.register_ioevent(evt, &notify, queue as u32)
@@ -47,9 +45,16 @@ pub fn attach_nics(
             }
         }
         let device: Arc<Mutex<dyn VirtioDevice>> = nic.device.clone();
+        let transport =
+            MmioTransport::new(mem.clone(), device).map_err(|source| NetError::Create {
+                what: "the device's interrupt eventfd",
+                source,
+            })?;
+        vm.register_irqfd(transport.irqfd(), irq)
+            .map_err(kvm("register the interrupt (irqfd)"))?;
         transports.push(MmioDevice {
             base,
-            transport: Arc::new(Mutex::new(MmioTransport::new(mem.clone(), device))),
+            transport: Arc::new(Mutex::new(transport)),
         });
         manager.add_subscriber(nic.device.clone());
     }
