@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
-use vmm::net::NicConfig;
+use vmm::net::{HostEffects, NicConfig};
 use vmm::{Vm, VmConfig};
 
 /// A small KVM virtual machine monitor with a virtio-net device on a host tap.
@@ -121,11 +121,11 @@ fn nics(args: &Args, matches: &ArgMatches) -> anyhow::Result<Vec<NicConfig>> {
     Ok(nics.into_iter().map(|(_, nic)| nic).collect())
 }
 
-fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+fn run(args: Args, matches: &ArgMatches, effects: &HostEffects) -> anyhow::Result<ExitCode> {
     let nics = nics(&args, matches)?;
     // Ctrl-C/SIGTERM undo host changes; SIGUSR1 prints the symmetry table (and must not kill a
     // VM without NICs, which is SIGUSR1's default action).
-    vmm::signals::install();
+    vmm::signals::install(effects.clone());
     let config = VmConfig {
         kernel: args.kernel,
         initrd: args.initrd,
@@ -139,13 +139,13 @@ fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
             pcap: args.pcap,
         },
     };
-    let vm = Vm::new(&config).context("cannot start the VM")?;
+    let vm = Vm::new(&config, effects).context("cannot start the VM")?;
     let outcome = vm.run()?;
     eprintln!("vmm: {}", outcome.exit);
     for nic in &outcome.nics {
         eprintln!("{nic}");
     }
-    eprint!("{}", vmm::net::symmetry::table());
+    eprint!("{}", effects.probes.table());
     Ok(ExitCode::from(outcome.exit.exit_code() as u8))
 }
 
@@ -162,9 +162,12 @@ fn main() -> ExitCode {
         logger.filter_module(vmm::net::trace::TARGET, log::LevelFilter::Info);
     }
     logger.init();
-    let result = run(args, &matches);
+    // What the VM changes on the host, owned here: the VM records it, the signal thread and the
+    // end of main undo it.
+    let effects = HostEffects::default();
+    let result = run(args, &matches, &effects);
     // Whatever happened, take back what we changed on the host (macvtaps, bridge ports, MTUs).
-    vmm::net::cleanup::run_all();
+    effects.undo.run_all();
     match result {
         Ok(code) => code,
         Err(e) => {

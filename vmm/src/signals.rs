@@ -9,10 +9,11 @@
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
-use crate::net::{cleanup, symmetry};
+use crate::net::HostEffects;
 
-/// Starts the signal thread and the panic hook.
-pub fn install() {
+/// Starts the signal thread and the panic hook, both working on `effects`.
+pub fn install(effects: HostEffects) {
+    let on_panic = effects.clone();
     match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]) {
         Ok(mut signals) => {
             let spawned = std::thread::Builder::new()
@@ -20,10 +21,10 @@ pub fn install() {
                 .spawn(move || {
                     for signal in signals.forever() {
                         if signal == SIGUSR1 {
-                            eprint!("{}", symmetry::table());
+                            eprint!("{}", effects.probes.table());
                             continue;
                         }
-                        cleanup::run_all();
+                        effects.undo.run_all();
                         eprintln!("vmm: stopped by signal {signal}; host devices restored");
                         std::process::exit(128 + signal);
                     }
@@ -36,7 +37,7 @@ pub fn install() {
     }
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        cleanup::run_all();
+        on_panic.undo.run_all();
         default_hook(info);
     }));
 }

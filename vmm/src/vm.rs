@@ -189,7 +189,8 @@ pub struct Vm {
 impl Vm {
     /// Checks the config, loads the guest into fresh memory, and creates the KVM VM and vCPU.
     /// User mistakes (missing files, wrong sizes) are reported before /dev/kvm is opened.
-    pub fn new(config: &VmConfig) -> Result<Self, VmError> {
+    /// Host changes and symmetry probes go into `effects`, which the caller reports and undoes.
+    pub fn new(config: &VmConfig, effects: &net::HostEffects) -> Result<Self, VmError> {
         if config.mem_mib < MIN_MEM_MIB {
             return Err(VmError::MemoryTooSmall(config.mem_mib));
         }
@@ -229,7 +230,7 @@ impl Vm {
                 .unwrap_or_default()
         );
         warn_if_pvm_cannot_run(&kernel);
-        let nics = net::open_nics(&config.nics, &config.observe)?;
+        let nics = net::open_nics(&config.nics, &config.observe, effects)?;
 
         let kvm = open_kvm()?;
         let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
@@ -455,15 +456,21 @@ mod tests {
             observe: Default::default(),
         };
         assert!(matches!(
-            Vm::new(&config),
+            Vm::new(&config, &net::HostEffects::default()),
             Err(VmError::Boot(BootError::KernelRead { .. }))
         ));
         let small = VmConfig {
             mem_mib: 4,
             ..config.clone()
         };
-        assert!(matches!(Vm::new(&small), Err(VmError::MemoryTooSmall(4))));
+        assert!(matches!(
+            Vm::new(&small, &net::HostEffects::default()),
+            Err(VmError::MemoryTooSmall(4))
+        ));
         let smp = VmConfig { cpus: 2, ..config };
-        assert!(matches!(Vm::new(&smp), Err(VmError::UnsupportedCpus(2))));
+        assert!(matches!(
+            Vm::new(&smp, &net::HostEffects::default()),
+            Err(VmError::UnsupportedCpus(2))
+        ));
     }
 }

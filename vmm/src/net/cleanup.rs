@@ -1,6 +1,7 @@
 //! Leaving the host as we found it. Every change the VMM makes to host devices registers how to
-//! undo it; the undo list runs at exit — a normal one, an error, a panic, or SIGINT/SIGTERM/SIGHUP
-//! (see [`crate::signals`]).
+//! undo it in the [`UndoLog`] that `main` made and handed to the VM and to the signal handler;
+//! the log runs at exit — a normal one, an error, a panic, or SIGINT/SIGTERM/SIGHUP (see
+//! [`crate::signals`]).
 //! (A SIGKILL cannot be caught; a tap the VMM created still disappears with its fd then, a
 //! macvtap it created stays: delete it with `tapctl del NAME`.)
 
@@ -24,30 +25,48 @@ pub enum Undo {
     SetDown(String),
 }
 
-static UNDO: Mutex<Vec<Undo>> = Mutex::new(Vec::new());
-
-/// Remembers how to take back a change just made.
-pub fn register(undo: Undo) {
-    UNDO.lock().unwrap_or_else(|p| p.into_inner()).push(undo);
+/// The changes to take back, in the order they were made.
+#[derive(Debug, Default)]
+pub struct UndoLog {
+    steps: Mutex<Vec<Undo>>,
 }
 
-/// Takes back every registered change, newest first. Safe to call more than once.
-pub fn run_all() {
-    let undos: Vec<Undo> = std::mem::take(&mut *UNDO.lock().unwrap_or_else(|p| p.into_inner()));
-    if undos.is_empty() {
-        return;
+impl UndoLog {
+    /// Remembers how to take back a change just made.
+    pub fn register(&self, undo: Undo) {
+        self.lock().push(undo);
     }
-    let mut host = match Host::new() {
-        Ok(host) => host,
-        Err(e) => {
-            eprintln!("vmm: cannot clean up host devices: {e}");
+
+    /// The steps still to run, oldest first.
+    pub fn pending(&self) -> Vec<Undo> {
+        self.lock().clone()
+    }
+
+    /// Takes back every registered change, newest first. Safe to call more than once and from
+    /// several threads: the log stays locked until its steps have run, so a second caller (the
+    /// signal thread while main cleans up, say) waits and then finds nothing left to do. If the
+    /// netlink socket cannot be opened, the steps stay for a later try.
+    pub fn run_all(&self) {
+        let mut steps = self.lock();
+        if steps.is_empty() {
             return;
         }
-    };
-    for undo in undos.into_iter().rev() {
-        if let Err(e) = apply(&mut host, &undo) {
-            eprintln!("vmm: cleanup step {undo:?} failed: {e}");
+        let mut host = match Host::new() {
+            Ok(host) => host,
+            Err(e) => {
+                eprintln!("vmm: cannot clean up host devices: {e}");
+                return;
+            }
+        };
+        for undo in std::mem::take(&mut *steps).into_iter().rev() {
+            if let Err(e) = apply(&mut host, &undo) {
+                eprintln!("vmm: cleanup step {undo:?} failed: {e}");
+            }
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Undo>> {
+        self.steps.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -94,10 +113,19 @@ mod tests {
 
     #[test]
     fn test_register_keeps_order_for_reverse_undo() {
-        register(Undo::SetMtu("a".into(), 1500));
-        register(Undo::DeleteLink("b".into()));
-        let list = UNDO.lock().unwrap().clone();
-        assert_eq!(list.last(), Some(&Undo::DeleteLink("b".into())));
-        UNDO.lock().unwrap().clear();
+        let log = UndoLog::default();
+        log.register(Undo::SetMtu("a".into(), 1500));
+        log.register(Undo::DeleteLink("b".into()));
+        assert_eq!(
+            log.pending(),
+            vec![Undo::SetMtu("a".into(), 1500), Undo::DeleteLink("b".into())]
+        );
+    }
+
+    #[test]
+    fn test_an_empty_log_runs_without_touching_the_host() {
+        let log = UndoLog::default();
+        log.run_all(); // no netlink socket needed: nothing to do
+        assert!(log.pending().is_empty());
     }
 }

@@ -18,7 +18,7 @@ use vmm_tap::netlink::{Changes, Link};
 use vmm_tap::{Host, HostError, MacvtapMode, Tap};
 use vmm_virtio_net::MacAddr;
 
-use super::cleanup::{register, Undo};
+use super::cleanup::{Undo, UndoLog};
 use super::{default_mac, NetError, NicConfig, NicHost};
 
 /// A NIC's host side, opened.
@@ -33,11 +33,13 @@ pub struct HostSide {
     pub label: String,
 }
 
-/// Opens NIC `index`'s host side; `host` is the netlink connection, made on first use.
+/// Opens NIC `index`'s host side; `host` is the netlink connection, made on first use, and
+/// every change to a host device is recorded in `undo`.
 pub fn open(
     index: usize,
     config: &NicConfig,
     host: &mut Option<Host>,
+    undo: &UndoLog,
 ) -> Result<HostSide, NetError> {
     let host_err = |source| NetError::Host { index, source };
     let tap_err = |source| NetError::Tap { index, source };
@@ -61,7 +63,7 @@ pub fn open(
             let link = host.get(name, "tap").map_err(host_err)?;
             if let Some(mtu) = *mtu {
                 if let Some(old) = before.as_ref().and_then(|l| l.mtu) {
-                    register(Undo::SetMtu(name.clone(), old));
+                    undo.register(Undo::SetMtu(name.clone(), old));
                 }
                 host.set(
                     &link,
@@ -74,7 +76,7 @@ pub fn open(
             }
             if let Some(bridge) = &bridge {
                 if let Some(before) = &before {
-                    register(Undo::SetMaster(name.clone(), before.master.unwrap_or(0)));
+                    undo.register(Undo::SetMaster(name.clone(), before.master.unwrap_or(0)));
                 }
                 host.attach(&link, bridge).map_err(host_err)?;
                 log::info!("net{index}: tap {name} attached to bridge {}", bridge.name);
@@ -102,10 +104,10 @@ pub fn open(
             let created = host
                 .add_macvtap(name, lower, mode, config.mac.map(|m| m.0))
                 .map_err(host_err)?;
-            register(Undo::DeleteLink(name.clone()));
+            undo.register(Undo::DeleteLink(name.clone()));
             log::info!("net{index}: created macvtap {name} ({mode}) on {lower}");
             let tap = Tap::open_macvtap(name).map_err(tap_err)?;
-            finish_macvtap(index, config, host, tap, created, name.clone())
+            finish_macvtap(index, config, host, undo, tap, created, name.clone())
         }
         NicHost::Macvtap {
             name, link: None, ..
@@ -113,7 +115,7 @@ pub fn open(
             let link = host.get(name, "macvtap").map_err(host_err)?;
             let tap = Tap::open_macvtap(name).map_err(tap_err)?;
             if !link.up {
-                register(Undo::SetDown(name.clone()));
+                undo.register(Undo::SetDown(name.clone()));
                 host.set(
                     &link,
                     Changes {
@@ -123,7 +125,7 @@ pub fn open(
                 )
                 .map_err(host_err)?;
             }
-            finish_macvtap(index, config, host, tap, link, name.clone())
+            finish_macvtap(index, config, host, undo, tap, link, name.clone())
         }
         NicHost::Fd(fd) => {
             // SAFETY: check_nics verified the fd is open before the VMM opened anything, so it
@@ -134,7 +136,7 @@ pub fn open(
             let label = format!("fd{fd}:{name}");
             if is_macvtap(&name) {
                 let link = host.get(&name, "macvtap").map_err(host_err)?;
-                let opened = finish_macvtap(index, config, host, tap, link, label)?;
+                let opened = finish_macvtap(index, config, host, undo, tap, link, label)?;
                 return Ok(opened);
             }
             let mtu = tap.mtu().map_err(tap_err)?;
@@ -162,6 +164,7 @@ fn finish_macvtap(
     index: usize,
     config: &NicConfig,
     host: &mut Host,
+    undo: &UndoLog,
     tap: Tap,
     link: Link,
     label: String,
@@ -170,7 +173,7 @@ fn finish_macvtap(
     let own = link.mac.map(MacAddr);
     let mac = match (config.mac, own) {
         (Some(wanted), Some(own)) if wanted != own => {
-            register(Undo::SetMac(link.name.clone(), own.0));
+            undo.register(Undo::SetMac(link.name.clone(), own.0));
             host.set(
                 &link,
                 Changes {

@@ -23,6 +23,9 @@ use self::observe::NicObserver;
 use self::pcap::{Pcap, PcapError, SharedPcap};
 use crate::arch::layout::NIC_IRQS;
 
+use self::cleanup::UndoLog;
+use self::symmetry::Probes;
+
 pub use self::attach::attach_nics;
 pub use self::config::{check_nics, default_mac, NicConfig, NicHost};
 pub use self::observe::Observe;
@@ -102,6 +105,17 @@ pub enum NetError {
     },
 }
 
+/// What the VMM changes and watches on the host: made once by `main`, filled in while the VM
+/// is set up, and read by `main` at exit and by the signal thread (SIGUSR1 prints the table,
+/// Ctrl-C undoes the changes). Clones share the same log and probes.
+#[derive(Clone, Default)]
+pub struct HostEffects {
+    /// How to undo every change made to host devices.
+    pub undo: Arc<UndoLog>,
+    /// Each NIC's byte-symmetry probe.
+    pub probes: Arc<Probes>,
+}
+
 /// The device type every NIC has.
 pub type NetDevice = Arc<Mutex<Net<Tap>>>;
 
@@ -119,7 +133,11 @@ pub struct Nic {
 
 /// Opens each NIC's host side (see [`backend`]), creates its virtio-net device, sets up
 /// tracing and capture, and starts its symmetry probe.
-pub fn open_nics(nics: &[NicConfig], observe: &Observe) -> Result<Vec<Nic>, NetError> {
+pub fn open_nics(
+    nics: &[NicConfig],
+    observe: &Observe,
+    effects: &HostEffects,
+) -> Result<Vec<Nic>, NetError> {
     let global_pcap = match &observe.pcap {
         Some(path) if !nics.is_empty() => {
             Some(Pcap::create(path).map_err(|source| NetError::Pcap { index: 0, source })?)
@@ -134,7 +152,7 @@ pub fn open_nics(nics: &[NicConfig], observe: &Observe) -> Result<Vec<Nic>, NetE
             if let Some(path) = &config.pcap {
                 pcaps.push(Pcap::create(path).map_err(|source| NetError::Pcap { index, source })?);
             }
-            let opened = host::open(index, config, &mut host)?;
+            let opened = host::open(index, config, &mut host, &effects.undo)?;
             let ifname = opened.tap.name().to_owned();
             let mtu = opened.mtu.min(u32::from(u16::MAX)) as u16;
             let mut net =
@@ -162,7 +180,9 @@ pub fn open_nics(nics: &[NicConfig], observe: &Observe) -> Result<Vec<Nic>, NetE
             } else {
                 symmetry::HostKind::Tap
             };
-            symmetry::register(index, &ifname, kind, counters.clone());
+            effects
+                .probes
+                .register(index, &ifname, kind, counters.clone());
             Ok(Nic {
                 index,
                 device: Arc::new(Mutex::new(net)),

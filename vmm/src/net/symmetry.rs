@@ -80,29 +80,39 @@ pub struct Probe {
     pub counters: Arc<NetCounters>,
 }
 
-static PROBES: Mutex<Vec<Probe>> = Mutex::new(Vec::new());
-
-/// Starts watching a NIC: records the interface's statistics now.
-pub fn register(index: usize, ifname: &str, kind: HostKind, counters: Arc<NetCounters>) {
-    let probe = Probe {
-        index,
-        ifname: ifname.to_owned(),
-        kind,
-        baseline: HostStats::read(ifname),
-        counters,
-    };
-    PROBES.lock().unwrap_or_else(|p| p.into_inner()).push(probe);
+/// The NICs being watched, owned by whoever prints the table (main, the signal thread).
+#[derive(Default)]
+pub struct Probes {
+    probes: Mutex<Vec<Probe>>,
 }
 
-/// The table for every registered NIC (empty without NICs).
-pub fn table() -> String {
-    let probes = PROBES.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = String::new();
-    for probe in probes.iter() {
-        let now = HostStats::read(&probe.ifname);
-        out.push_str(&render(probe, probe.counters.snapshot(), now));
+impl Probes {
+    /// Starts watching a NIC: records the interface's statistics now.
+    pub fn register(&self, index: usize, ifname: &str, kind: HostKind, counters: Arc<NetCounters>) {
+        let probe = Probe {
+            index,
+            ifname: ifname.to_owned(),
+            kind,
+            baseline: HostStats::read(ifname),
+            counters,
+        };
+        self.lock().push(probe);
     }
-    out
+
+    /// The table for every registered NIC (empty without NICs).
+    pub fn table(&self) -> String {
+        let probes = self.lock();
+        let mut out = String::new();
+        for probe in probes.iter() {
+            let now = HostStats::read(&probe.ifname);
+            out.push_str(&render(probe, probe.counters.snapshot(), now));
+        }
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Probe>> {
+        self.probes.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// One NIC's part of the table, given the device counters and the interface's current stats.
@@ -208,12 +218,6 @@ fn reasons(guest: &CountersSnapshot, host: &HostStats) -> Vec<String> {
         ));
     }
     why
-}
-
-/// Drops all probes (tests).
-#[cfg(test)]
-pub fn clear() {
-    PROBES.lock().unwrap().clear();
 }
 
 #[cfg(test)]
