@@ -251,7 +251,11 @@ impl Host {
                     e,
                 )
             })?;
-        self.get_up(name, "macvtap")
+        // Created but not up is still created: take it away again rather than leave it behind
+        // for a caller that only records the deletion once this returns.
+        self.get_up(name, "macvtap").inspect_err(|_| {
+            let _ = self.delete(name);
+        })
     }
 
     /// Attaches `dev` to `bridge` (`ip link set DEV master BRIDGE`).
