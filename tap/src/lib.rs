@@ -22,10 +22,12 @@ mod ifreq;
 mod mac;
 #[cfg(feature = "host")]
 pub mod netlink;
+mod stats;
 mod tap;
 
 #[cfg(feature = "host")]
 pub use host::{Host, HostError, MacvtapMode};
 pub use ifname::{validate_ifname, IfNameError, IFNAME_MAX_LEN};
 pub use mac::{MacAddr, MacParseError};
+pub use stats::LinkStats;
 pub use tap::{ensure_char_device, macvtap_char_device, Tap, TapError, VNET_HDR_LEN};

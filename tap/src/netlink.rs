@@ -35,8 +35,6 @@ pub struct Link {
     pub up: bool,
     /// Operational state (up, down, unknown, lowerlayerdown, ...).
     pub oper_state: String,
-    /// Byte and packet counters: (rx_bytes, tx_bytes, rx_packets, tx_packets).
-    pub stats: Option<(u64, u64, u64, u64)>,
     /// The macvtap mode, for macvtaps.
     pub macvtap_mode: Option<MacVtapMode>,
 }
@@ -233,9 +231,6 @@ fn to_link(msg: RouteNetlinkMessage) -> Option<Link> {
             LinkAttribute::Mtu(m) => link.mtu = Some(m),
             LinkAttribute::Address(a) if a.len() == 6 => link.mac = a.try_into().ok(),
             LinkAttribute::OperState(s) => link.oper_state = oper_state_name(s),
-            LinkAttribute::Stats64(s) => {
-                link.stats = Some((s.rx_bytes, s.tx_bytes, s.rx_packets, s.tx_packets))
-            }
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     match info {

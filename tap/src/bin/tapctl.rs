@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vmm_tap::netlink::{Changes, Link};
 use vmm_tap::{
-    ensure_char_device, host, macvtap_char_device, Host, HostError, MacAddr, MacvtapMode,
+    ensure_char_device, host, macvtap_char_device, Host, HostError, LinkStats, MacAddr, MacvtapMode,
 };
 
 /// Create and inspect the host side of virtual networking: bridges, taps and macvtaps.
@@ -164,8 +164,8 @@ fn show(host: &mut Host, only: Option<&str>) -> Result<(), HostError> {
             .master
             .and_then(|m| links.iter().find(|l| l.index == m))
             .map_or("-".into(), |l| l.name.clone());
-        let (rx, tx) = link.stats.map_or(("-".into(), "-".into()), |s| {
-            (s.0.to_string(), s.1.to_string())
+        let (rx, tx) = LinkStats::read(&link.name).map_or(("-".into(), "-".into()), |s| {
+            (s.rx_bytes.to_string(), s.tx_bytes.to_string())
         });
         let device =
             macvtap_char_device(&link.name).map_or("-".into(), |(p, _)| p.display().to_string());

@@ -12,13 +12,13 @@
 //! there before); else a stable MAC from the tap name ([`super::default_mac`]).
 
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
 
 use vmm_tap::netlink::{Changes, Link};
 use vmm_tap::{Host, HostError, MacvtapMode, Tap};
 use vmm_virtio_net::MacAddr;
 
 use super::cleanup::{Undo, UndoLog};
+use super::symmetry::HostKind;
 use super::{default_mac, NetError, NicConfig, NicHost};
 
 /// A NIC's host side, opened.
@@ -31,6 +31,8 @@ pub struct HostSide {
     pub mtu: u32,
     /// How the report names it.
     pub label: String,
+    /// Tap or macvtap (what the symmetry table explains).
+    pub kind: HostKind,
 }
 
 /// Opens NIC `index`'s host side; `host` is the netlink connection, made on first use, and
@@ -88,6 +90,7 @@ pub fn open(
                 mac,
                 mtu,
                 label: name.clone(),
+                kind: HostKind::Tap,
             })
         }
         NicHost::Macvtap {
@@ -134,10 +137,9 @@ pub fn open(
             let tap = Tap::from_fd(owned).map_err(tap_err)?;
             let name = tap.name().to_owned();
             let label = format!("fd{fd}:{name}");
-            if is_macvtap(&name) {
-                let link = host.get(&name, "macvtap").map_err(host_err)?;
-                let opened = finish_macvtap(index, config, host, undo, tap, link, label)?;
-                return Ok(opened);
+            let link = host.get(&name, "tap or macvtap").map_err(host_err)?;
+            if link.kind.as_deref() == Some("macvtap") {
+                return finish_macvtap(index, config, host, undo, tap, link, label);
             }
             let mtu = tap.mtu().map_err(tap_err)?;
             let mac = config.mac.unwrap_or_else(|| default_mac(&name));
@@ -146,17 +148,10 @@ pub fn open(
                 mac,
                 mtu,
                 label,
+                kind: HostKind::Tap,
             })
         }
     }
-}
-
-/// Whether interface `name` is a macvtap.
-pub fn is_macvtap(name: &str) -> bool {
-    Path::new("/sys/class/net")
-        .join(name)
-        .join("macvtap")
-        .is_dir()
 }
 
 /// The guest MAC of a macvtap NIC: `mac=` (set on the macvtap too) or the macvtap's own.
@@ -194,5 +189,6 @@ fn finish_macvtap(
         mac,
         mtu,
         label,
+        kind: HostKind::Macvtap,
     })
 }

@@ -175,14 +175,9 @@ pub fn open_nics(
                 features::names(net.features())
             );
             let counters = net.counters();
-            let kind = if host::is_macvtap(&ifname) {
-                symmetry::HostKind::Macvtap
-            } else {
-                symmetry::HostKind::Tap
-            };
             effects
                 .probes
-                .register(index, &ifname, kind, counters.clone());
+                .register(index, &ifname, opened.kind, counters.clone());
             Ok(Nic {
                 index,
                 device: Arc::new(Mutex::new(net)),

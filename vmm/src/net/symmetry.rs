@@ -10,52 +10,8 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
     VIRTIO_NET_F_HOST_TSO6,
 };
+use vmm_tap::LinkStats;
 use vmm_virtio_net::{CountersSnapshot, NetCounters};
-
-/// An interface's own counters (`/sys/class/net/<if>/statistics`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HostStats {
-    /// Bytes the host received on the interface.
-    pub rx_bytes: u64,
-    /// Bytes the host sent out of it.
-    pub tx_bytes: u64,
-    /// Packets received.
-    pub rx_packets: u64,
-    /// Packets sent.
-    pub tx_packets: u64,
-    /// Packets the host dropped on the way out (e.g. nobody reading the tap).
-    pub tx_dropped: u64,
-}
-
-impl HostStats {
-    /// Reads the statistics of `ifname` in our network namespace.
-    pub fn read(ifname: &str) -> Option<Self> {
-        let get = |name: &str| -> Option<u64> {
-            std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/{name}"))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()
-        };
-        Some(HostStats {
-            rx_bytes: get("rx_bytes")?,
-            tx_bytes: get("tx_bytes")?,
-            rx_packets: get("rx_packets")?,
-            tx_packets: get("tx_packets")?,
-            tx_dropped: get("tx_dropped")?,
-        })
-    }
-
-    fn since(self, base: HostStats) -> HostStats {
-        HostStats {
-            rx_bytes: self.rx_bytes.wrapping_sub(base.rx_bytes),
-            tx_bytes: self.tx_bytes.wrapping_sub(base.tx_bytes),
-            rx_packets: self.rx_packets.wrapping_sub(base.rx_packets),
-            tx_packets: self.tx_packets.wrapping_sub(base.tx_packets),
-            tx_dropped: self.tx_dropped.wrapping_sub(base.tx_dropped),
-        }
-    }
-}
 
 /// What a NIC's host side is, for the table's explanations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +31,7 @@ pub struct Probe {
     /// Tap or macvtap.
     pub kind: HostKind,
     /// Its statistics when the VM started.
-    pub baseline: Option<HostStats>,
+    pub baseline: Option<LinkStats>,
     /// The device's counters.
     pub counters: Arc<NetCounters>,
 }
@@ -93,7 +49,7 @@ impl Probes {
             index,
             ifname: ifname.to_owned(),
             kind,
-            baseline: HostStats::read(ifname),
+            baseline: LinkStats::read(ifname),
             counters,
         };
         self.lock().push(probe);
@@ -104,7 +60,7 @@ impl Probes {
         let probes = self.lock();
         let mut out = String::new();
         for probe in probes.iter() {
-            let now = HostStats::read(&probe.ifname);
+            let now = LinkStats::read(&probe.ifname);
             out.push_str(&render(probe, probe.counters.snapshot(), now));
         }
         out
@@ -116,7 +72,7 @@ impl Probes {
 }
 
 /// One NIC's part of the table, given the device counters and the interface's current stats.
-pub fn render(probe: &Probe, guest: CountersSnapshot, now: Option<HostStats>) -> String {
+pub fn render(probe: &Probe, guest: CountersSnapshot, now: Option<LinkStats>) -> String {
     let kind = match probe.kind {
         HostKind::Tap => "tap",
         HostKind::Macvtap => "macvtap",
@@ -197,7 +153,7 @@ const SEGMENTATION_OFFLOADS: u64 = (1 << VIRTIO_NET_F_HOST_TSO4)
     | (1 << VIRTIO_NET_F_GUEST_TSO6);
 
 /// Legitimate reasons for the two sides to differ, where they apply.
-fn reasons(guest: &CountersSnapshot, host: &HostStats) -> Vec<String> {
+fn reasons(guest: &CountersSnapshot, host: &LinkStats) -> Vec<String> {
     let mut why = Vec::new();
     if host.tx_packets > guest.rx_frames {
         why.push(format!(
@@ -229,7 +185,7 @@ mod tests {
             index: 0,
             ifname: "vnet0".into(),
             kind,
-            baseline: Some(HostStats {
+            baseline: Some(LinkStats {
                 rx_bytes: 100,
                 tx_bytes: 50,
                 rx_packets: 1,
@@ -252,7 +208,7 @@ mod tests {
 
     #[test]
     fn test_matching_counters_say_match_and_show_the_numbers() {
-        let now = HostStats {
+        let now = LinkStats {
             rx_bytes: 2102,
             tx_bytes: 2052,
             rx_packets: 22,
@@ -277,7 +233,7 @@ mod tests {
 
     #[test]
     fn test_host_sent_more_is_explained() {
-        let now = HostStats {
+        let now = LinkStats {
             rx_bytes: 2102,
             tx_bytes: 2052 + 98,
             rx_packets: 22,
@@ -296,7 +252,7 @@ mod tests {
     #[test]
     fn test_tso_gets_a_note_on_how_segments_are_counted_and_plain_does_not() {
         // The baseline of `probe` plus one 16 KiB TSO segment received.
-        let now = HostStats {
+        let now = LinkStats {
             rx_bytes: 100 + 16_438,
             tx_bytes: 50,
             rx_packets: 2,
@@ -316,7 +272,7 @@ mod tests {
 
     #[test]
     fn test_macvtap_gets_a_note_about_the_lower_device() {
-        let now = HostStats {
+        let now = LinkStats {
             rx_bytes: 100,
             tx_bytes: 50,
             rx_packets: 1,
