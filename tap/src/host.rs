@@ -65,6 +65,7 @@ pub enum HostError {
 /// How a macvtap treats traffic between macvtaps on the same lower device (the seed article's
 /// modes; `ip link add ... type macvtap mode X`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum MacvtapMode {
     /// Macvtaps on the same lower device talk to each other directly.
     Bridge,

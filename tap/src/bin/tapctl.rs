@@ -115,9 +115,9 @@ enum MacvtapOp {
         /// The lower (physical or veth) device.
         #[arg(long)]
         link: String,
-        /// bridge, vepa, private or passthru.
-        #[arg(long, default_value = "bridge")]
-        mode: String,
+        /// How macvtaps on the same lower device reach each other.
+        #[arg(long, value_enum, default_value = "bridge")]
+        mode: MacvtapMode,
         /// MAC address (default: random).
         #[arg(long)]
         mac: Option<MacAddr>,
@@ -199,46 +199,23 @@ fn show(host: &mut Host, only: Option<&str>) -> Result<(), HostError> {
     Ok(())
 }
 
-fn run(args: Args) -> Result<(), String> {
-    let mut host = Host::new().map_err(|e| e.to_string())?;
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut host = Host::new()?;
     let h = &mut host;
-    let res: Result<(), HostError> = match args.command {
+    match args.command {
         Command::Bridge {
             op:
                 BridgeOp::Add {
                     name,
                     no_mcast_snooping,
                 },
-        } => h
-            .add_bridge(&name, !no_mcast_snooping)
-            .map(|_| println!("bridge {name} created and up")),
+        } => bridge_add(h, &name, !no_mcast_snooping)?,
         Command::Bridge {
             op: BridgeOp::Del { name },
-        } => h
-            .bridge(&name)
-            .and_then(|_| h.delete(&name))
-            .map(|_| println!("bridge {name} deleted")),
+        } => bridge_del(h, &name)?,
         Command::Tap {
             op: TapOp::Add { name, bridge },
-        } => (|| {
-            let br = bridge.as_deref().map(|b| h.bridge(b)).transpose()?;
-            let tap = h.add_tap(&name)?;
-            if let Some(br) = &br {
-                h.attach(&tap, br)?;
-            }
-            h.set(
-                &tap,
-                Changes {
-                    up: Some(true),
-                    ..Changes::NONE
-                },
-            )?;
-            println!(
-                "tap {name} created{}",
-                bridge.map_or(String::new(), |b| format!(", attached to {b}"))
-            );
-            Ok(())
-        })(),
+        } => tap_add(h, &name, bridge.as_deref())?,
         Command::Macvtap {
             op:
                 MacvtapOp::Add {
@@ -247,37 +224,16 @@ fn run(args: Args) -> Result<(), String> {
                     mode,
                     mac,
                 },
-        } => (|| {
-            let mode: MacvtapMode = mode.parse()?;
-            let mac = mac.map(|m| m.0);
-            let created = h.add_macvtap(&name, &link, mode, mac)?;
-            let (path, devno) = macvtap_char_device(&name)?;
-            ensure_char_device(&path, devno).map_err(|source| HostError::Netlink {
-                what: format!("create {}", path.display()),
-                source,
-            })?;
-            println!(
-                "macvtap {name} ({mode}) on {link}, mac {}, device {}",
-                mac_str(created.mac),
-                path.display()
-            );
-            Ok(())
-        })(),
-        Command::Attach { name, bridge } => (|| {
-            let br = h.bridge(&bridge)?;
-            let dev = h.get(&name, "interface")?;
-            h.attach(&dev, &br)
-        })(),
-        Command::Detach { name } => h.get(&name, "interface").and_then(|dev| h.detach(&dev)),
+        } => macvtap_add(h, &name, &link, mode, mac)?,
+        Command::Attach { name, bridge } => attach(h, &name, &bridge)?,
+        Command::Detach { name } => h.get(&name, "interface").and_then(|dev| h.detach(&dev))?,
         Command::Set {
             name,
             up,
             down,
             mtu,
             mac,
-        } => (|| {
-            let dev = h.get(&name, "interface")?;
-            let mac = mac.map(|m| m.0);
+        } => {
             let up = if up {
                 Some(true)
             } else if down {
@@ -285,47 +241,116 @@ fn run(args: Args) -> Result<(), String> {
             } else {
                 None
             };
-            h.set(
-                &dev,
-                Changes {
-                    up,
-                    mtu,
-                    mac,
-                    master: None,
-                },
-            )
-        })(),
-        Command::Del { name } => (|| {
-            let node = macvtap_char_device(&name).ok();
-            h.delete(&name)?;
-            if let Some((path, _)) = node {
-                let _ = std::fs::remove_file(path);
-            }
-            println!("{name} deleted");
-            Ok(())
-        })(),
-        Command::Show { name } => show(h, name.as_deref()),
-    };
-    res.map_err(|e| chain(&e))
+            set(h, &name, up, mtu, mac)?
+        }
+        Command::Del { name } => del(h, &name)?,
+        Command::Show { name } => show(h, name.as_deref())?,
+    }
+    Ok(())
 }
 
-/// An error and its causes on one line: "cannot create /dev/tap3: File exists (os error 17)".
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+/// `tapctl bridge add NAME`.
+fn bridge_add(h: &mut Host, name: &str, mcast_snooping: bool) -> Result<(), HostError> {
+    h.add_bridge(name, mcast_snooping)?;
+    println!("bridge {name} created and up");
+    Ok(())
+}
+
+/// `tapctl bridge del NAME`: only a bridge.
+fn bridge_del(h: &mut Host, name: &str) -> Result<(), HostError> {
+    h.bridge(name)?;
+    h.delete(name)?;
+    println!("bridge {name} deleted");
+    Ok(())
+}
+
+/// `tapctl tap add NAME [--bridge BR]`: persistent, vnet_hdr, up.
+fn tap_add(h: &mut Host, name: &str, bridge: Option<&str>) -> Result<(), HostError> {
+    let br = bridge.map(|b| h.bridge(b)).transpose()?;
+    let tap = h.add_tap(name)?;
+    if let Some(br) = &br {
+        h.attach(&tap, br)?;
     }
-    text
+    h.set(
+        &tap,
+        Changes {
+            up: Some(true),
+            ..Changes::NONE
+        },
+    )?;
+    println!(
+        "tap {name} created{}",
+        bridge.map_or(String::new(), |b| format!(", attached to {b}"))
+    );
+    Ok(())
+}
+
+/// `tapctl macvtap add NAME --link DEV [--mode M] [--mac M]`, with its /dev/tapN node.
+fn macvtap_add(
+    h: &mut Host,
+    name: &str,
+    link: &str,
+    mode: MacvtapMode,
+    mac: Option<MacAddr>,
+) -> Result<(), HostError> {
+    let created = h.add_macvtap(name, link, mode, mac.map(|m| m.0))?;
+    let (path, devno) = macvtap_char_device(name)?;
+    ensure_char_device(&path, devno).map_err(|source| HostError::Netlink {
+        what: format!("create {}", path.display()),
+        source,
+    })?;
+    println!(
+        "macvtap {name} ({mode}) on {link}, mac {}, device {}",
+        mac_str(created.mac),
+        path.display()
+    );
+    Ok(())
+}
+
+/// `tapctl attach NAME --bridge BR`.
+fn attach(h: &mut Host, name: &str, bridge: &str) -> Result<(), HostError> {
+    let br = h.bridge(bridge)?;
+    let dev = h.get(name, "interface")?;
+    h.attach(&dev, &br)
+}
+
+/// `tapctl set NAME [--up|--down] [--mtu N] [--mac M]`.
+fn set(
+    h: &mut Host,
+    name: &str,
+    up: Option<bool>,
+    mtu: Option<u32>,
+    mac: Option<MacAddr>,
+) -> Result<(), HostError> {
+    let dev = h.get(name, "interface")?;
+    h.set(
+        &dev,
+        Changes {
+            up,
+            mtu,
+            mac: mac.map(|m| m.0),
+            master: None,
+        },
+    )
+}
+
+/// `tapctl del NAME`, and a macvtap's /dev/tapN node with it.
+fn del(h: &mut Host, name: &str) -> Result<(), HostError> {
+    let node = macvtap_char_device(name).ok();
+    h.delete(name)?;
+    if let Some((path, _)) = node {
+        let _ = std::fs::remove_file(path);
+    }
+    println!("{name} deleted");
+    Ok(())
 }
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tapctl: {e}");
+            // The error and its causes on one line: "cannot create /dev/tap3: File exists".
+            eprintln!("tapctl: {e:#}");
             ExitCode::FAILURE
         }
     }
