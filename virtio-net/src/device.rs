@@ -72,18 +72,8 @@ pub struct Net<B: Backend> {
     pub(crate) queue_evts: [EventFd; 2],
     /// Tells the device thread that the device was activated or reset.
     pub(crate) state_evt: EventFd,
-    /// Whether the event loop currently watches the queue events and the tap.
-    pub(crate) subscribed: bool,
-    /// What the event loop watches the tap for now (None: not at all). Compared with what
-    /// the flags below ask for, never assumed: activation and reset change the flags behind
-    /// the loop's back.
-    pub(crate) tap_registered: Option<event_manager::EventSet>,
-    /// The tap reported an error or hang-up (deleted, detached): it is out of the loop for good.
-    pub(crate) backend_lost: bool,
-    /// The guest gave us no RX buffers: don't read the tap until it does.
-    pub(crate) rx_waiting_for_buffers: bool,
-    /// The tap refused a TX frame with EAGAIN: retry when it is writable.
-    pub(crate) tx_waiting_for_tap: bool,
+    /// What the event loop watches for this device, and why (event_handler.rs).
+    pub(crate) watch: crate::event_handler::Watch,
     /// Sees every frame moved, if set.
     pub(crate) observer: Option<Box<dyn FrameObserver>>,
 }
@@ -106,11 +96,7 @@ impl<B: Backend> Net<B> {
             counters: Arc::new(NetCounters::default()),
             queue_evts: [EventFd::new(EFD_NONBLOCK)?, EventFd::new(EFD_NONBLOCK)?],
             state_evt: EventFd::new(EFD_NONBLOCK)?,
-            subscribed: false,
-            tap_registered: None,
-            backend_lost: false,
-            rx_waiting_for_buffers: false,
-            tx_waiting_for_tap: false,
+            watch: Default::default(),
             observer: None,
         })
     }
@@ -166,11 +152,7 @@ impl<B: Backend> Net<B> {
             counters: self.counters,
             queue_evts: self.queue_evts,
             state_evt: self.state_evt,
-            subscribed: self.subscribed,
-            tap_registered: self.tap_registered,
-            backend_lost: self.backend_lost,
-            rx_waiting_for_buffers: self.rx_waiting_for_buffers,
-            tx_waiting_for_tap: self.tx_waiting_for_tap,
+            watch: self.watch,
             observer: self.observer,
         }
     }
@@ -326,8 +308,8 @@ impl<B: Backend> VirtioDevice for Net<B> {
             mergeable: features::has(acked, VIRTIO_NET_F_MRG_RXBUF),
             rx_frame_max: crate::VNET_HDR_LEN + max_frame,
         });
-        self.rx_waiting_for_buffers = false;
-        self.tx_waiting_for_tap = false;
+        self.watch.rx_waiting_for_buffers = false;
+        self.watch.tx_waiting_for_tap = false;
         self.state_evt.write(1).map_err(ActivateError::Signal)
     }
 
@@ -342,8 +324,8 @@ impl<B: Backend> VirtioDevice for Net<B> {
             );
         }
         self.needs_reset = false;
-        self.rx_waiting_for_buffers = false;
-        self.tx_waiting_for_tap = false;
+        self.watch.rx_waiting_for_buffers = false;
+        self.watch.tx_waiting_for_tap = false;
         // The transport clears its InterruptStatus; the device signals nothing until activated.
         self.interrupt = None;
         // Queue notifications from before the reset must not be acted on after it.

@@ -24,6 +24,23 @@ use crate::device::{Net, RX_QUEUE, TX_QUEUE};
 use crate::rx::RxOutcome;
 use crate::tx::TxOutcome;
 
+/// What the event loop watches for a device, and why.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Watch {
+    /// Whether the loop watches the queue events (and the tap) at all: while active.
+    pub(crate) subscribed: bool,
+    /// What the loop watches the tap for now (None: not at all). Compared with what the flags
+    /// below ask for, never assumed: activation and reset change the flags behind the loop's
+    /// back.
+    pub(crate) tap_registered: Option<EventSet>,
+    /// The tap reported an error or hang-up (deleted, detached): out of the loop for good.
+    pub(crate) backend_lost: bool,
+    /// The guest has too few RX buffers: don't read the tap until it adds some.
+    pub(crate) rx_waiting_for_buffers: bool,
+    /// The tap refused a TX frame with EAGAIN: retry when it is writable.
+    pub(crate) tx_waiting_for_tap: bool,
+}
+
 const STATE_EVENT: u32 = 0;
 const RX_QUEUE_EVENT: u32 = 1;
 const TX_QUEUE_EVENT: u32 = 2;
@@ -33,10 +50,10 @@ impl<B: Backend> Net<B> {
     /// What the loop should watch the tap for right now.
     fn tap_interest(&self) -> EventSet {
         let mut set = EventSet::empty();
-        if !self.rx_waiting_for_buffers {
+        if !self.watch.rx_waiting_for_buffers {
             set |= EventSet::IN;
         }
-        if self.tx_waiting_for_tap {
+        if self.watch.tx_waiting_for_tap {
             set |= EventSet::OUT;
         }
         set
@@ -46,24 +63,24 @@ impl<B: Backend> Net<B> {
     /// (the flags change in `activate` and `reset` too, not only here) — or not at all once the
     /// tap is lost.
     fn update_tap_interest(&mut self, ops: &mut EventOps) {
-        if self.backend_lost {
-            if self.tap_registered.take().is_some() {
+        if self.watch.backend_lost {
+            if self.watch.tap_registered.take().is_some() {
                 let _ = ops.remove(Events::new(&self.backend, EventSet::empty()));
             }
             return;
         }
-        let want = self.subscribed.then(|| self.tap_interest());
-        if want == self.tap_registered {
+        let want = self.watch.subscribed.then(|| self.tap_interest());
+        if want == self.watch.tap_registered {
             return;
         }
-        let result = match (self.tap_registered, want) {
+        let result = match (self.watch.tap_registered, want) {
             (None, Some(set)) => ops.add(Events::with_data(&self.backend, TAP_EVENT, set)),
             (Some(_), Some(set)) => ops.modify(Events::with_data(&self.backend, TAP_EVENT, set)),
             (Some(_), None) => ops.remove(Events::new(&self.backend, EventSet::empty())),
             (None, None) => Ok(()),
         };
         match result {
-            Ok(()) => self.tap_registered = want,
+            Ok(()) => self.watch.tap_registered = want,
             Err(e) => log::warn!("virtio-net: cannot change what the tap is watched for: {e:?}"),
         }
     }
@@ -71,7 +88,7 @@ impl<B: Backend> Net<B> {
     /// Starts or stops watching the queues and the tap to match the device state.
     fn sync_subscriptions(&mut self, ops: &mut EventOps) {
         let want = self.is_active();
-        if want != self.subscribed {
+        if want != self.watch.subscribed {
             let queue_rx =
                 Events::with_data(&self.queue_evts[RX_QUEUE], RX_QUEUE_EVENT, EventSet::IN);
             let queue_tx =
@@ -86,7 +103,7 @@ impl<B: Backend> Net<B> {
             if let Err(e) = result {
                 log::warn!("virtio-net: cannot update the event loop: {e:?}");
             }
-            self.subscribed = want;
+            self.watch.subscribed = want;
         }
         self.update_tap_interest(ops);
     }
@@ -96,7 +113,7 @@ impl<B: Backend> Net<B> {
     /// thread spins at 100 %: F1 of the reliability review). The guest keeps running; its
     /// frames are dropped and counted from now on.
     fn tap_lost(&mut self, ops: &mut EventOps) {
-        if !self.backend_lost {
+        if !self.watch.backend_lost {
             log::warn!(
                 "virtio-net {}: the tap reports an error or hang-up (deleted?); this NIC moves no \
                  more frames",
@@ -104,18 +121,18 @@ impl<B: Backend> Net<B> {
             );
             NetCounters::inc(&self.counters.backend_lost);
         }
-        self.backend_lost = true;
+        self.watch.backend_lost = true;
         self.update_tap_interest(ops);
     }
 
     fn handle_rx(&mut self, ops: &mut EventOps) {
-        self.rx_waiting_for_buffers = self.process_rx() == RxOutcome::NoBuffers;
+        self.watch.rx_waiting_for_buffers = self.process_rx() == RxOutcome::NoBuffers;
         self.update_tap_interest(ops);
     }
 
     fn handle_tx(&mut self, ops: &mut EventOps) {
         let outcome = self.process_tx();
-        self.tx_waiting_for_tap = outcome == TxOutcome::TapFull;
+        self.watch.tx_waiting_for_tap = outcome == TxOutcome::TapFull;
         if outcome == TxOutcome::Budget {
             // More frames wait, but other NICs and this NIC's RX get their turn first: come
             // back through the loop (F2).
@@ -254,7 +271,7 @@ mod tests {
 
         crate::VirtioDevice::reset(&mut *net.lock().unwrap());
         run_until_idle(&mut manager);
-        assert!(!net.lock().unwrap().subscribed);
+        assert!(!net.lock().unwrap().watch.subscribed);
         // Queue notifications after reset wake nothing.
         net.lock().unwrap().queue_evts[crate::device::TX_QUEUE]
             .write(1)
@@ -277,14 +294,14 @@ mod tests {
         {
             let mut n = net.lock().unwrap();
             n.backend.break_fd();
-            n.tap_registered = None;
+            n.watch.tap_registered = None;
         }
         net.lock().unwrap().state_evt.write(1).unwrap();
         run_until_idle(&mut manager); // panics "busy loop" if the error keeps waking it
         assert_eq!(manager.run_with_timeout(50).unwrap(), 0);
         {
             let n = net.lock().unwrap();
-            assert!(n.backend_lost && n.tap_registered.is_none());
+            assert!(n.watch.backend_lost && n.watch.tap_registered.is_none());
             assert_eq!(n.counters.snapshot().backend_lost, 1);
         }
 
@@ -310,7 +327,7 @@ mod tests {
         manager.add_subscriber(net.clone());
         // No RX buffers: the loop stops watching the tap for reading.
         run_until_idle(&mut manager);
-        assert!(net.lock().unwrap().rx_waiting_for_buffers);
+        assert!(net.lock().unwrap().watch.rx_waiting_for_buffers);
 
         // The driver clears DRIVER_OK and sets it again (no reset in between): the device is
         // activated again, with a buffer this time, while the loop is still subscribed.
@@ -335,7 +352,7 @@ mod tests {
         // waiting for an RX kick (the stale mask froze ingress: F3).
         {
             let n = net.lock().unwrap();
-            assert!(!n.rx_waiting_for_buffers);
+            assert!(!n.watch.rx_waiting_for_buffers);
         }
         {
             let mut n = net.lock().unwrap();

@@ -235,7 +235,7 @@ impl<B: Backend> Net<B> {
         let Some(active) = self.active.as_mut() else {
             return RxOutcome::TapEmpty;
         };
-        if self.backend_lost {
+        if self.watch.backend_lost {
             return RxOutcome::TapEmpty;
         }
         let mem = &active.mem;
