@@ -131,7 +131,7 @@ pub struct Nic {
     pub tap: String,
 }
 
-/// Opens each NIC's host side (see [`backend`]), creates its virtio-net device, sets up
+/// Opens each NIC's host side (see [`host`]), creates its virtio-net device, sets up
 /// tracing and capture, and starts its symmetry probe.
 pub fn open_nics(
     nics: &[NicConfig],
