@@ -16,7 +16,7 @@
 //! # Example
 //!
 //! A driver puts one frame on the TX queue and the device sends it to its backend, here the
-//! fake one of [`test_utils`] (feature `test-utils`) on virtio-queue's mock rings:
+//! fake one of `test_utils` (feature `test-utils`) on virtio-queue's mock rings:
 //!
 //! ```
 //! use vmm_virtio_net::test_utils::{chain, desc, memory, with_header, Harness, BUFFERS};

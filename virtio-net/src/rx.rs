@@ -2,7 +2,7 @@
 //! tx_bytes), so the tap fd is readable. For each frame:
 //!
 //! 1. hold enough of the driver's RX chains for the largest frame that can come
-//!    ([`RxBuffers::fill`]): pop chains from the avail ring and turn each into iovecs (each
+//!    (`RxBuffers::fill`): pop chains from the avail ring and turn each into iovecs (each
 //!    descriptor device-writable and in guest RAM); a bad chain is completed with length 0 and
 //!    counted. Without VIRTIO_NET_F_MRG_RXBUF that is one chain big enough for a whole frame
 //!    (1,526 bytes at MTU 1500; 65,562 with GSO, the "big packets" layout); with it, as many
