@@ -362,11 +362,7 @@ fn legacy_devices(vm: &VmFd) -> Result<PioBus, VmError> {
         .map_err(kvm_err("register the serial irqfd"))?;
     let serial = new_serial(EventFdTrigger(serial_irq));
     forward_stdin(serial.clone());
-    let i8042 = I8042::new().map_err(|source| VmError::Host {
-        what: "the i8042 reset eventfd",
-        source,
-    })?;
-    Ok(PioBus::new(serial, i8042))
+    Ok(PioBus::new(serial, I8042::new()))
 }
 
 /// The vCPU loop: enter the guest, handle the exit, repeat.

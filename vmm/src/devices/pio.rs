@@ -88,7 +88,7 @@ mod tests {
 
     fn bus() -> PioBus {
         let irq = EventFdTrigger(EventFd::new(EFD_NONBLOCK).unwrap());
-        PioBus::new(new_serial(irq), I8042::new().unwrap())
+        PioBus::new(new_serial(irq), I8042::new())
     }
 
     #[test]
