@@ -34,7 +34,21 @@ fn test_file_that_is_not_a_kernel_is_named() {
 fn test_truncated_elf_is_rejected() {
     let elf = TempFile::with("truncated.elf", b"\x7fELF\x02\x01\x01\x00");
     let run = run_vmm(&["--kernel", elf.path()], 10);
-    assert_one_line_error(&run, "cannot load kernel image");
+    assert_one_line_error(&run, "is a truncated ELF");
+}
+
+#[test]
+fn test_32_bit_elf_kernel_is_named_with_what_would_work() {
+    let mut elf = b"\x7fELF\x01\x01\x01".to_vec();
+    elf.resize(18, 0);
+    elf.extend_from_slice(&3u16.to_le_bytes()); // EM_386
+    elf.resize(52, 0);
+    let elf = TempFile::with("elf32", &elf);
+    let run = run_vmm(&["--kernel", elf.path()], 10);
+    assert_one_line_error(
+        &run,
+        "is a 32-bit ELF: vmm boots 64-bit x86 kernels (an x86_64 vmlinux, or its bzImage)",
+    );
 }
 
 #[test]

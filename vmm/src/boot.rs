@@ -58,6 +58,14 @@ pub enum BootError {
         /// The --kernel path.
         path: PathBuf,
     },
+    /// An ELF, but not a 64-bit x86 one.
+    #[error("{path} is {what}: vmm boots 64-bit x86 kernels (an x86_64 vmlinux, or its bzImage)")]
+    ElfNotX86_64 {
+        /// The --kernel path.
+        path: PathBuf,
+        /// What it is instead ("a 32-bit ELF", "an ELF for machine 183").
+        what: String,
+    },
     /// A bzImage without the 64-bit entry point we start kernels at.
     #[error("{path} has no 64-bit entry point (boot protocol {version:#x}, need 2.12 with XLF_KERNEL_64)")]
     No64BitEntry {
@@ -146,6 +154,27 @@ pub fn detect_format<R: Read + Seek>(image: &mut R) -> std::io::Result<Option<Ke
     Ok(None)
 }
 
+/// What an ELF is if not a 64-bit little-endian x86-64 executable (ELF `e_ident[EI_CLASS]`,
+/// `EI_DATA` and `e_machine`), so the message can say so instead of the loader's "Unable to
+/// read elf header".
+fn elf_not_x86_64<R: Read + Seek>(image: &mut R) -> std::io::Result<Option<String>> {
+    const ELFCLASS64: u8 = 2;
+    const ELFDATA2LSB: u8 = 1;
+    const EM_X86_64: u16 = 62;
+    let mut ident = [0u8; 20];
+    image.seek(SeekFrom::Start(0))?;
+    if image.read_exact(&mut ident).is_err() {
+        return Ok(Some("a truncated ELF".into()));
+    }
+    let machine = u16::from_le_bytes([ident[18], ident[19]]);
+    Ok(match (ident[4], ident[5], machine) {
+        (ELFCLASS64, ELFDATA2LSB, EM_X86_64) => None,
+        (1, _, _) => Some("a 32-bit ELF".into()),
+        (ELFCLASS64, ELFDATA2LSB, other) => Some(format!("an ELF for machine {other}, not x86-64")),
+        _ => Some("an ELF of an unknown class or byte order".into()),
+    })
+}
+
 /// The 4 bytes at `offset`, `None` if the file is shorter; read errors are errors.
 fn read_magic<R: Read + Seek>(image: &mut R, offset: u64) -> std::io::Result<Option<[u8; 4]>> {
     let mut magic = [0u8; 4];
@@ -170,6 +199,14 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
             .ok_or_else(|| BootError::NotAKernel {
                 path: path.to_owned(),
             })?;
+    if format == KernelFormat::Elf {
+        if let Some(what) = elf_not_x86_64(&mut file).map_err(read_err)? {
+            return Err(BootError::ElfNotX86_64 {
+                path: path.to_owned(),
+                what,
+            });
+        }
+    }
     let load_err = |source| BootError::KernelLoad {
         path: path.to_owned(),
         mem_mib: mem_size(mem) >> 20,
@@ -346,6 +383,31 @@ mod tests {
         let text = b"#!/bin/sh\necho this is not a kernel\n".to_vec();
         assert_eq!(detect_format(&mut Cursor::new(text)).unwrap(), None);
         assert_eq!(detect_format(&mut Cursor::new(Vec::new())).unwrap(), None);
+    }
+
+    #[test]
+    fn test_elf_identity_names_32_bit_and_foreign_kernels() {
+        let elf = |class: u8, machine: u16| {
+            let mut h = vec![0x7f, b'E', b'L', b'F', class, 1, 1];
+            h.resize(18, 0);
+            h.extend_from_slice(&machine.to_le_bytes());
+            h.resize(64, 0);
+            std::io::Cursor::new(h)
+        };
+        assert_eq!(elf_not_x86_64(&mut elf(2, 62)).unwrap(), None);
+        assert_eq!(
+            elf_not_x86_64(&mut elf(1, 3)).unwrap().as_deref(),
+            Some("a 32-bit ELF")
+        );
+        assert!(elf_not_x86_64(&mut elf(2, 183))
+            .unwrap()
+            .unwrap()
+            .contains("machine 183"));
+        let short = &mut std::io::Cursor::new(b"\x7fELF".to_vec());
+        assert_eq!(
+            elf_not_x86_64(short).unwrap().as_deref(),
+            Some("a truncated ELF")
+        );
     }
 
     #[test]
