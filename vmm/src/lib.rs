@@ -29,6 +29,7 @@ pub mod devices;
 pub mod memory;
 pub mod net;
 pub mod signals;
+pub mod terminal;
 pub mod virtio_mmio;
 pub mod vm;
 

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use std::sync::Arc;
+
 use vmm::net::{HostEffects, NicConfig};
+use vmm::terminal::{Console, Terminal};
 use vmm::{Vm, VmConfig};
 
 /// A small KVM virtual machine monitor with a virtio-net device on a host tap.
@@ -99,6 +102,9 @@ Examples:
   vmm --kernel guest-images/out/netprobe.bzImage --tap vnet0 --trace-net --pcap /tmp/x.pcap \
       --cmdline \"netprobe.mode=ping netprobe.ip=192.0.2.2 netprobe.peer=192.0.2.1\"
 
+Console: the guest's serial console is stdin/stdout. On a terminal, input is raw (Ctrl-C goes
+to the guest); Ctrl-A x quits, Ctrl-A h lists the keys.
+
 Logging: RUST_LOG=info (or debug, trace) shows what the VMM does.
 At exit, and on SIGUSR1, the VMM prints each NIC's byte-symmetry table.";
 
@@ -121,11 +127,27 @@ fn nics(args: &Args, matches: &ArgMatches) -> anyhow::Result<Vec<NicConfig>> {
     Ok(nics.into_iter().map(|(_, nic)| nic).collect())
 }
 
-fn run(args: Args, matches: &ArgMatches, effects: &HostEffects) -> anyhow::Result<ExitCode> {
+fn run(
+    args: Args,
+    matches: &ArgMatches,
+    effects: &HostEffects,
+    terminal: &Arc<Terminal>,
+) -> anyhow::Result<ExitCode> {
     let nics = nics(&args, matches)?;
     // Ctrl-C/SIGTERM undo host changes; SIGUSR1 prints the symmetry table (and must not kill a
     // VM without NICs, which is SIGUSR1's default action).
-    vmm::signals::install(effects.clone());
+    vmm::signals::install(effects.clone(), terminal.clone());
+    // Ctrl-A x on a raw terminal: the same orderly end as a signal, with status 0.
+    let quit = {
+        let (terminal, effects) = (terminal.clone(), effects.clone());
+        Arc::new(move || {
+            terminal.restore();
+            eprintln!("\nvmm: quit (Ctrl-A x)");
+            eprint!("{}", effects.probes.table());
+            effects.undo.run_all();
+            std::process::exit(0);
+        })
+    };
     let config = VmConfig {
         kernel: args.kernel,
         initrd: args.initrd,
@@ -138,9 +160,14 @@ fn run(args: Args, matches: &ArgMatches, effects: &HostEffects) -> anyhow::Resul
             trace: args.trace_net,
             pcap: args.pcap,
         },
+        console: Console {
+            terminal: terminal.clone(),
+            quit,
+        },
     };
     let vm = Vm::new(&config, effects).context("cannot start the VM")?;
     let outcome = vm.run()?;
+    terminal.restore();
     eprintln!("vmm: {}", outcome.exit);
     for nic in &outcome.nics {
         eprintln!("{nic}");
@@ -165,7 +192,10 @@ fn main() -> ExitCode {
     // What the VM changes on the host, owned here: the VM records it, the signal thread and the
     // end of main undo it.
     let effects = HostEffects::default();
-    let result = run(args, &matches, &effects);
+    // On a terminal, raw input for the guest (Ctrl-A x quits; see vmm::terminal).
+    let terminal = Arc::new(Terminal::raw_if_tty());
+    let result = run(args, &matches, &effects, &terminal);
+    terminal.restore();
     // Whatever happened, take back what we changed on the host (macvtaps, bridge ports, MTUs).
     effects.undo.run_all();
     match result {

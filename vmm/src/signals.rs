@@ -5,15 +5,21 @@
 //! | SIGINT, SIGTERM, SIGHUP | undo host changes ([`crate::net::cleanup`]), exit with 128 + signal |
 //! | SIGUSR1 | print the byte-symmetry table ([`crate::net::symmetry`]) and carry on |
 //!
-//! A panic also runs the cleanup before the default panic message.
+//! A panic also runs the cleanup before the default panic message. Both restore the terminal
+//! first ([`crate::terminal`]).
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
-use crate::net::HostEffects;
+use std::sync::Arc;
 
-/// Starts the signal thread and the panic hook, both working on `effects`.
-pub fn install(effects: HostEffects) {
+use crate::net::HostEffects;
+use crate::terminal::Terminal;
+
+/// Starts the signal thread and the panic hook, both working on `effects`; both put the
+/// `terminal` back first.
+pub fn install(effects: HostEffects, terminal: Arc<Terminal>) {
     let on_panic = effects.clone();
+    let panic_terminal = terminal.clone();
     match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]) {
         Ok(mut signals) => {
             let spawned = std::thread::Builder::new()
@@ -24,6 +30,7 @@ pub fn install(effects: HostEffects) {
                             eprint!("{}", effects.probes.table());
                             continue;
                         }
+                        terminal.restore();
                         effects.undo.run_all();
                         eprintln!("vmm: stopped by signal {signal}; host devices restored");
                         std::process::exit(128 + signal);
@@ -37,6 +44,7 @@ pub fn install(effects: HostEffects) {
     }
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        panic_terminal.restore();
         on_panic.undo.run_all();
         default_hook(info);
     }));

@@ -43,6 +43,8 @@ pub struct VmConfig {
     pub nics: Vec<NicConfig>,
     /// Tracing and capture of their frames.
     pub observe: net::Observe,
+    /// The console: stdin's terminal and what its escape key does.
+    pub console: crate::terminal::Console,
 }
 
 /// Errors that stop a VM from starting.
@@ -246,7 +248,7 @@ impl Vm {
             .map_err(kvm_err("create the in-kernel PIT"))?;
         register_memory(&vm, &mem)?;
 
-        let pio = legacy_devices(&vm)?;
+        let pio = legacy_devices(&vm, &config.console)?;
         let mmio = MmioBus::new(net::attach_nics(&vm, &mem, &nics)?);
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
         cpu::setup_cpuid(&kvm, &vcpu, 0)?;
@@ -354,14 +356,14 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
 }
 
 /// COM1 on IRQ 4 through an irqfd, the i8042, and stdin forwarding.
-fn legacy_devices(vm: &VmFd) -> Result<PioBus, VmError> {
+fn legacy_devices(vm: &VmFd, console: &crate::terminal::Console) -> Result<PioBus, VmError> {
     let eventfd =
         |what| EventFd::new(EFD_NONBLOCK).map_err(|source| VmError::Host { what, source });
     let serial_irq = eventfd("the serial interrupt eventfd")?;
     vm.register_irqfd(&serial_irq, COM1_IRQ)
         .map_err(kvm_err("register the serial irqfd"))?;
     let serial = new_serial(EventFdTrigger(serial_irq));
-    forward_stdin(serial.clone());
+    forward_stdin(serial.clone(), console.clone());
     Ok(PioBus::new(serial, I8042::new()))
 }
 
@@ -450,6 +452,7 @@ mod tests {
             timeout: None,
             nics: Vec::new(),
             observe: Default::default(),
+            console: Default::default(),
         };
         assert!(matches!(
             Vm::new(&config, &net::HostEffects::default()),

@@ -9,6 +9,7 @@ use vm_superio::serial::NoEvents;
 use vm_superio::Serial;
 
 use super::EventFdTrigger;
+use crate::terminal::{Console, Escape, Key, HELP};
 
 /// The serial device, shared between the vCPU thread (register accesses) and the stdin thread.
 pub type SharedSerial = Arc<Mutex<Serial<EventFdTrigger, NoEvents, ConsoleOut>>>;
@@ -35,17 +36,43 @@ pub fn new_serial(irq: EventFdTrigger) -> SharedSerial {
     Arc::new(Mutex::new(Serial::new(irq, ConsoleOut)))
 }
 
-/// Feeds our stdin to the guest's receive FIFO from a background thread, until stdin ends.
-pub fn forward_stdin(serial: SharedSerial) {
+/// Feeds our stdin to the guest's receive FIFO from a background thread, until stdin ends; on
+/// a raw terminal, `Ctrl-A` escapes are the VMM's (see [`crate::terminal`]).
+pub fn forward_stdin(serial: SharedSerial, console: Console) {
     let spawned = thread::Builder::new().name("stdin".into()).spawn(move || {
         let mut buf = [0u8; 64];
+        let mut keys = [0u8; 128];
+        let mut escape = Escape::default();
         let stdin = std::io::stdin();
         loop {
             let n = match stdin.lock().read(&mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            let mut pending = &buf[..n];
+            // On a terminal, the escape key talks to the VMM (terminal.rs); the rest goes on.
+            let mut len = 0;
+            for &byte in &buf[..n] {
+                if !console.terminal.is_raw() {
+                    keys[len] = byte;
+                    len += 1;
+                    continue;
+                }
+                match escape.feed(byte) {
+                    Key::Guest(b) => {
+                        keys[len] = b;
+                        len += 1;
+                    }
+                    Key::GuestTwo(a, b) => {
+                        keys[len] = a;
+                        keys[len + 1] = b;
+                        len += 2;
+                    }
+                    Key::Pending => {}
+                    Key::Help => eprint!("{HELP}"),
+                    Key::Quit => (console.quit)(),
+                }
+            }
+            let mut pending = &keys[..len];
             while !pending.is_empty() {
                 // The FIFO holds 64 bytes; wait for the guest to drain it.
                 let taken = serial
