@@ -45,3 +45,21 @@ if [ -f /payload/vmlinux ]; then
     stamp "vmm-elf exit"
     stats vnet0 | sed 's/^/ELF-AFTER /'
 fi
+
+# The interactive guest: no vmm.peer=, so its init starts a shell on the console, which we type
+# into through vmm's stdin (after it had time to boot). Output lines differ from their echo:
+# "SHELL-PING-$((1+1))" prints SHELL-PING-2.
+if [ -f /payload/vmlinux ]; then
+    stats vnet0 | sed 's/^/SHELL-BEFORE /'
+    stamp "vmm-shell start"
+    (sleep 8
+     echo 'ping -c 2 -W 2 192.0.2.1 >/dev/null && echo SHELL-PING-$((1+1))'
+     sleep 5
+     echo 'echo SHELL-STATS rx=$(cat /sys/class/net/eth0/statistics/rx_bytes) tx=$(cat /sys/class/net/eth0/statistics/tx_bytes)'
+     sleep 2
+     echo 'reboot -f') |
+        vmm --kernel /payload/vmlinux --initrd /payload/initramfs.cpio.gz --mem 128 --tap vnet0 \
+            --timeout 300 --cmdline "quiet vmm.ip=192.0.2.5/24" 2>&1 | stamped
+    stamp "vmm-shell exit"
+    stats vnet0 | sed 's/^/SHELL-AFTER /'
+fi

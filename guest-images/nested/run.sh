@@ -65,4 +65,20 @@ if [ -n "$e_init" ]; then
 elif [ -n "$elf_part" ]; then
     fail "guest boot (vmlinux)" "the ELF vmlinux guest never reached /init under vmm"
 fi
+shell_part=$(sed -n '/NESTED: vmm-shell start/,/NESTED: vmm-shell exit/p' <<<"$log")
+if [ -n "$shell_part" ]; then
+    grep -aq "vmm-guest: shell on the console" <<<"$shell_part" || fail "shell" "the guest without vmm.peer= did not start its shell"
+    grep -aq "SHELL-PING-2" <<<"$shell_part" || fail "shell" "the ping typed into the guest's shell through vmm's stdin was not answered"
+    stats_line=$(grep -a "SHELL-STATS rx=[0-9]" <<<"$shell_part" | head -1)
+    [ -n "$stats_line" ] || fail "shell" "the guest's shell did not run the statistics command typed into it"
+    sh_rx=$(sed 's/.*rx=\([0-9]*\).*/\1/' <<<"$stats_line"); sh_tx=$(sed 's/.*tx=\([0-9]*\).*/\1/' <<<"$stats_line")
+    sh_net0=$(grep -a "net0: tap=vnet0" <<<"$shell_part" | head -1)
+    sv_tx=$(sed -n 's/.*guest_tx_bytes=\([0-9]*\).*/\1/p' <<<"$sh_net0"); sv_rx=$(sed -n 's/.*guest_rx_bytes=\([0-9]*\).*/\1/p' <<<"$sh_net0")
+    st_rx=$(( $(num "SHELL-AFTER vnet0 rx_bytes=" "$log") - $(num "SHELL-BEFORE vnet0 rx_bytes=" "$log") ))
+    st_tx=$(( $(num "SHELL-AFTER vnet0 tx_bytes=" "$log") - $(num "SHELL-BEFORE vnet0 tx_bytes=" "$log") ))
+    [ "$sh_tx" = "$sv_tx" ] && [ "$sv_tx" = "$st_rx" ] || fail "shell" "guest TX $sh_tx (its shell), vmm $sv_tx, vnet0 RX $st_rx differ"
+    [ "$sh_rx" = "$sv_rx" ] && [ "$sv_rx" = "$st_tx" ] || fail "shell" "guest RX $sh_rx (its shell), vmm $sv_rx, vnet0 TX $st_tx differ"
+    say "the guest's shell, driven through vmm's stdin: ping answered; guest TX/RX $sh_tx/$sh_rx bytes == vmm == vnet0"
+    say "shell PASS"
+fi
 say "PASS: Linux booted under vmm on nested VMX KVM, pinged 192.0.2.1, guest eth0 == vnet0 == vmm counters"
