@@ -207,6 +207,14 @@ mod tests {
 
     type Shared = Arc<Mutex<Net<FakeBackend>>>;
 
+    /// The device shared with an event loop that serves it, as the VMM's device thread does.
+    fn in_a_loop(net: Net<FakeBackend>) -> (Shared, EventManager<Shared>) {
+        let net: Shared = Arc::new(Mutex::new(net));
+        let mut manager = EventManager::<Shared>::new().unwrap();
+        manager.add_subscriber(net.clone());
+        (net, manager)
+    }
+
     /// Runs the loop until it has nothing to do for 20 ms; returns the events it dispatched.
     fn run_until_idle(manager: &mut EventManager<Shared>) -> usize {
         let mut total = 0;
@@ -225,9 +233,7 @@ mod tests {
         let mem = memory();
         let h = Harness::new(&mem);
         let Harness { net, rx, .. } = h;
-        let net: Shared = Arc::new(Mutex::new(net));
-        let mut manager = EventManager::<Shared>::new().unwrap();
-        manager.add_subscriber(net.clone());
+        let (net, mut manager) = in_a_loop(net);
 
         // A frame is waiting on the "tap" (its fd is readable) but the guest gave no buffers.
         {
@@ -263,9 +269,7 @@ mod tests {
         h.tx.add_desc_chains(&chain(&[desc(BUFFERS, 72, false)], 0), 0)
             .unwrap();
         let Harness { net, .. } = h;
-        let net: Shared = Arc::new(Mutex::new(net));
-        let mut manager = EventManager::<Shared>::new().unwrap();
-        manager.add_subscriber(net.clone());
+        let (net, mut manager) = in_a_loop(net);
         run_until_idle(&mut manager); // activation: pending TX is sent
         assert_eq!(net.lock().unwrap().backend.sent.len(), 1);
 
@@ -284,9 +288,7 @@ mod tests {
         let mem = memory();
         let h = Harness::new(&mem);
         let Harness { net, rx, .. } = h;
-        let net: Shared = Arc::new(Mutex::new(net));
-        let mut manager = EventManager::<Shared>::new().unwrap();
-        manager.add_subscriber(net.clone());
+        let (net, mut manager) = in_a_loop(net);
         run_until_idle(&mut manager);
 
         // The tap is deleted: its fd reports EPOLLERR on every wait from now on. (Re-adding
@@ -322,9 +324,7 @@ mod tests {
         let mem = memory();
         let h = Harness::new(&mem);
         let Harness { net, rx, .. } = h;
-        let net: Shared = Arc::new(Mutex::new(net));
-        let mut manager = EventManager::<Shared>::new().unwrap();
-        manager.add_subscriber(net.clone());
+        let (net, mut manager) = in_a_loop(net);
         // No RX buffers: the loop stops watching the tap for reading.
         run_until_idle(&mut manager);
         assert!(net.lock().unwrap().watch.rx_waiting_for_buffers);
