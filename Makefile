@@ -71,5 +71,6 @@ bench-linux: build
 
 # The Linux guest under vmm on a real VMX KVM, nested in Bochs (~5-8 minutes; see README).
 test-linux: build
-	@test -f $(OUT)/bzImage || $(MAKE) linux-guest
+	@# The kernel is cached; the initramfs is rebuilt when its init script changed.
+	@if [ ! -f $(OUT)/bzImage ] || [ guest-images/linux/init -nt $(OUT)/initramfs.cpio.gz ]; then $(MAKE) linux-guest; fi
 	guest-images/nested/run.sh

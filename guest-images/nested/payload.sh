@@ -54,7 +54,9 @@ if [ -f /payload/vmlinux ]; then
     stamp "vmm-shell start"
     (sleep 8
      echo 'ping -c 2 -W 2 192.0.2.1 >/dev/null && echo SHELL-PING-$((1+1))'
-     sleep 5
+     # The middle machine confirms the guest's address with one ARP exchange about 5 s after
+     # replying (Linux's delay_first_probe_time); read the counters once that is over.
+     sleep 9
      echo 'echo SHELL-STATS rx=$(cat /sys/class/net/eth0/statistics/rx_bytes) tx=$(cat /sys/class/net/eth0/statistics/tx_bytes)'
      sleep 2
      echo 'reboot -f') |
