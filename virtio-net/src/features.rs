@@ -123,7 +123,7 @@ pub fn tap_offloads(acked: u64) -> u32 {
 }
 
 /// Short names for the exit line and logs, in bit order.
-const NAMES: [(u32, &str); 17] = [
+const NAMES: [(u32, &str); 18] = [
     (VIRTIO_NET_F_CSUM, "csum"),
     (VIRTIO_NET_F_GUEST_CSUM, "guest_csum"),
     (VIRTIO_NET_F_MTU, "mtu"),
@@ -141,18 +141,16 @@ const NAMES: [(u32, &str); 17] = [
     (VIRTIO_F_VERSION_1, "version_1"),
     (VIRTIO_NET_F_GUEST_USO4, "guest_uso4"),
     (VIRTIO_NET_F_GUEST_USO6, "guest_uso6"),
+    (VIRTIO_NET_F_HOST_USO, "uso"),
 ];
 
-/// `features` as `csum,guest_csum,...` (`none` for 0); HOST_USO as `uso`.
+/// `features` as `csum,guest_csum,...` (`none` for 0).
 pub fn names(features: u64) -> String {
-    let mut out: Vec<&str> = NAMES
+    let out: Vec<&str> = NAMES
         .iter()
         .filter(|(f, _)| features & bit(*f) != 0)
         .map(|(_, name)| *name)
         .collect();
-    if features & bit(VIRTIO_NET_F_HOST_USO) != 0 {
-        out.push("uso");
-    }
     if out.is_empty() {
         "none".to_owned()
     } else {

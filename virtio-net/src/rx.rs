@@ -200,12 +200,17 @@ impl RxBuffers {
         &self.chains[self.first..self.last]
     }
 
-    /// How many chains, and iovecs, from the front cover `bytes` (at least one chain).
-    fn covering(&self, bytes: usize) -> (usize, usize) {
+    /// How many chains, iovecs and bytes from the front cover `bytes` (at least one chain).
+    fn covering(&self, bytes: usize) -> (usize, usize, usize) {
         let held = self.held();
         let target = self.taken_bytes + bytes as u64;
         let k = (held.partition_point(|c| c.end_bytes < target) + 1).min(held.len());
-        (k, (held[k - 1].end_iovs - self.taken_iovs) as usize)
+        let last = held[k - 1];
+        (
+            k,
+            (last.end_iovs - self.taken_iovs) as usize,
+            (last.end_bytes - self.taken_bytes) as usize,
+        )
     }
 
     /// Forgets the first `n` chains (they went to the used ring).
@@ -280,10 +285,10 @@ impl<B: Backend> Net<B> {
                 }
                 Fill::Enough => {}
             }
-            let (_, iovs) = held.covering(frame_max);
+            let (_, iovs, capacity) = held.covering(frame_max);
             let bufs = held.iovs.guest(0..iovs);
             let n = match self.backend.read_frame(bufs) {
-                Ok(n) if (VNET_HDR_LEN..=bufs.len()).contains(&n) => n,
+                Ok(n) if (VNET_HDR_LEN..=capacity).contains(&n) => n,
                 Ok(n) => {
                     // Shorter than a header, or longer than the buffers (the tap cut it). The
                     // chains stay ours for the next frame; the event loop calls again if more
@@ -300,7 +305,7 @@ impl<B: Backend> Net<B> {
                 }
             };
             // Without MRG_RXBUF the one chain held took the whole frame.
-            let (k, k_iovs) = held.covering(n);
+            let (k, k_iovs, _) = held.covering(n);
             let frame = held.iovs.guest(0..k_iovs);
             frame.write_at(NUM_BUFFERS_OFFSET, &(k as u16).to_le_bytes());
             if held.complete(k, n, queue, mem).is_err() {
