@@ -140,13 +140,7 @@ fn run(
     // Ctrl-A x on a raw terminal: the same orderly end as a signal, with status 0.
     let quit = {
         let (terminal, effects) = (terminal.clone(), effects.clone());
-        Arc::new(move || {
-            terminal.restore();
-            eprintln!("\nvmm: quit (Ctrl-A x)");
-            eprint!("{}", effects.probes.table());
-            effects.undo.run_all();
-            std::process::exit(0);
-        })
+        Arc::new(move || vmm::signals::stop(&effects, &terminal, "quit (Ctrl-A x)", 0))
     };
     let config = VmConfig {
         kernel: args.kernel,

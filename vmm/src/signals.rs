@@ -15,6 +15,18 @@ use std::sync::Arc;
 use crate::net::HostEffects;
 use crate::terminal::Terminal;
 
+/// Ends the VMM in order from anywhere but main's normal path (a signal, `Ctrl-A x`): the
+/// terminal back, one line saying `why`, the byte-symmetry table, host changes undone, then
+/// exit with `code`.
+pub fn stop(effects: &HostEffects, terminal: &Terminal, why: &str, code: i32) -> ! {
+    terminal.restore();
+    eprintln!("\nvmm: {why}");
+    eprint!("{}", effects.probes.table());
+    effects.undo.run_all();
+    eprintln!("vmm: host devices restored");
+    std::process::exit(code);
+}
+
 /// Starts the signal thread and the panic hook, both working on `effects`; both put the
 /// `terminal` back first.
 pub fn install(effects: HostEffects, terminal: Arc<Terminal>) {
@@ -30,10 +42,12 @@ pub fn install(effects: HostEffects, terminal: Arc<Terminal>) {
                             eprint!("{}", effects.probes.table());
                             continue;
                         }
-                        terminal.restore();
-                        effects.undo.run_all();
-                        eprintln!("vmm: stopped by signal {signal}; host devices restored");
-                        std::process::exit(128 + signal);
+                        stop(
+                            &effects,
+                            &terminal,
+                            &format!("stopped by signal {signal}"),
+                            128 + signal,
+                        );
                     }
                 });
             if let Err(e) = spawned {
