@@ -96,10 +96,15 @@ fn test_missing_initrd_is_one_line() {
 }
 
 #[test]
-fn test_more_than_one_cpu_is_refused_clearly() {
+fn test_cpus_outside_1_to_32_are_refused_with_the_range() {
     let kernel = guest_image("netprobe.elf");
-    let run = run_vmm(&["--kernel", kernel.to_str().unwrap(), "--cpus", "2"], 10);
-    assert_one_line_error(&run, "only 1 vCPU is supported");
+    for cpus in ["0", "33"] {
+        let run = run_vmm(&["--kernel", kernel.to_str().unwrap(), "--cpus", cpus], 10);
+        assert_eq!(run.code, Some(2), "a usage error\n{}", run.dump());
+        assert!(run.stderr.contains("--cpus"), "{}", run.dump());
+        assert!(run.stderr.contains("1..=32"), "{}", run.dump());
+        assert!(run.stdout.is_empty(), "{}", run.dump());
+    }
 }
 
 #[test]

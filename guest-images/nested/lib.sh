@@ -58,6 +58,36 @@ else
     say "[1/4] middle machine cached in $l1"
 fi
 
+# 1b. With $payload_stock_kernel: the middle machine's own stock Debian kernel as a guest, with
+# an initramfs of our init and the modules it needs for the NIC (Debian builds virtio-mmio and
+# virtio-net as modules, and finds virtio-mmio devices through ACPI only).
+stock_modules="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio net/core/failover drivers/net/net_failover drivers/net/virtio_net"
+if [ -n "${payload_stock_kernel:-}" ]; then
+    skey=$( (echo "$kver"; echo "$stock_modules"; cat "$top/guest-images/linux/init") | sha256sum | cut -c1-16)
+    stock=$cache/stock-guest-$skey
+    if [ ! -f "$stock/initramfs.cpio.gz" ]; then
+        say "      the stock Debian kernel $kver as a guest: vmlinuz + an initramfs with its virtio modules"
+        rm -rf "$stock.tmp"; mkdir -p "$stock.tmp/ir/bin" "$stock.tmp/ir/lib/modules" "$stock.tmp/ir/dev" "$stock.tmp/ir/proc" "$stock.tmp/ir/sys" "$stock.tmp/ir/tmp"
+        deb=$(ls "$cache"/debs/linux-image-${kver}_*.deb 2>/dev/null | head -1 || true)
+        if [ -z "$deb" ]; then
+            mkdir -p "$cache/debs"
+            (cd "$cache/debs" && apt-get download "linux-image-$kver" >/dev/null 2>&1) || fail setup "cannot download linux-image-$kver"
+            deb=$(ls "$cache"/debs/linux-image-${kver}_*.deb | head -1)
+        fi
+        dpkg-deb -x "$deb" "$stock.tmp/kpkg"
+        cp "$stock.tmp/kpkg/boot/vmlinuz-$kver" "$stock.tmp/vmlinuz"
+        for m in $stock_modules; do
+            cp "$stock.tmp/kpkg/lib/modules/$kver/kernel/$m.ko" "$stock.tmp/ir/lib/modules/"
+            echo "${m##*/}" >> "$stock.tmp/ir/modules"
+        done
+        cp "$(command -v busybox)" "$stock.tmp/ir/bin/busybox"
+        cp "$top/guest-images/linux/init" "$stock.tmp/ir/init"; chmod +x "$stock.tmp/ir/init"
+        (cd "$stock.tmp/ir" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -9 > "$stock.tmp/initramfs.cpio.gz"
+        rm -rf "$stock.tmp/kpkg" "$stock.tmp/ir"
+        rm -rf "$stock"; mv "$stock.tmp" "$stock"
+    fi
+fi
+
 # 2. The payload disk: our vmm and tapctl, the Linux guest, QEMU, and their libraries.
 work=$(mktemp -d /tmp/vmm-nested.XXXXXX)
 [ -n "${NESTED_KEEP:-}" ] || trap 'rm -rf "$work" ${payload_cleanup:-}' EXIT
@@ -69,6 +99,9 @@ cp "$payload_script" "$p/payload/run.sh"
 for extra in $payload_programs; do cp "$(command -v "$extra")" "$p/usr/bin/"; done
 cp "$top/guest-images/out/bzImage" "$top/guest-images/out/$payload_initramfs" "$p/payload/"
 [ -f "$top/guest-images/out/vmlinux" ] && cp "$top/guest-images/out/vmlinux" "$p/payload/"
+if [ -n "${payload_stock_kernel:-}" ]; then
+    cp "$stock/vmlinuz" "$p/payload/stock-vmlinuz"; cp "$stock/initramfs.cpio.gz" "$p/payload/stock-initramfs.cpio.gz"
+fi
 cp "$(command -v qemu-system-x86_64)" "$p/usr/bin/"
 for rom in qboot.rom bios-microvm.bin linuxboot_dma.bin kvmvapic.bin; do cp -L "/usr/share/qemu/$rom" "$p/q/share/"; done
 for bin in "$top/target/release/vmm" "$top/target/release/tapctl" "$(command -v qemu-system-x86_64)" \

@@ -14,6 +14,7 @@ fail() { echo "test-linux: FAIL ($1): $2" >&2; exit 1; }
 payload_script=$(cd "$(dirname "$0")" && pwd)/payload.sh
 payload_programs=""
 payload_initramfs=initramfs.cpio.gz
+payload_stock_kernel=1
 . "$(dirname "$0")/lib.sh"
 
 # 4. Verdict, stage by stage.
@@ -31,16 +32,22 @@ grep -aq "vmm-guest: ping 192.0.2.1 ok" <<<"$vmm_part" || fail "ping" "the guest
 grep -aq "vmm: the guest reset the machine" <<<"$vmm_part" || fail "guest exit" "vmm did not see the guest reboot"
 
 num() { grep -a "$1" <<<"$2" | head -1 | sed 's/.*=\([0-9]*\).*/\1/'; }
-g_tx=$(num "vmm-guest: eth0 tx_bytes=" "$vmm_part"); g_rx=$(num "vmm-guest: eth0 rx_bytes=" "$vmm_part")
-t_rx=$(( $(num "VMM-AFTER vnet0 rx_bytes=" "$log") - $(num "VMM-BEFORE vnet0 rx_bytes=" "$log") ))
-t_tx=$(( $(num "VMM-AFTER vnet0 tx_bytes=" "$log") - $(num "VMM-BEFORE vnet0 tx_bytes=" "$log") ))
-net0=$(grep -a "net0: tap=vnet0" <<<"$vmm_part" | head -1)
-v_tx=$(sed -n 's/.*guest_tx_bytes=\([0-9]*\).*/\1/p' <<<"$net0"); v_rx=$(sed -n 's/.*guest_rx_bytes=\([0-9]*\).*/\1/p' <<<"$net0")
+# counters_agree PART PREFIX STAGE: in run PART (between "$PREFIX-BEFORE"/"-AFTER" statistics of
+# vnet0), the guest's eth0 bytes == vnet0's deltas == vmm's net0 line, each way; sets g_tx g_rx
+# t_rx t_tx v_tx v_rx.
+counters_agree() {
+    g_tx=$(num "vmm-guest: eth0 tx_bytes=" "$1"); g_rx=$(num "vmm-guest: eth0 rx_bytes=" "$1")
+    t_rx=$(( $(num "$2-AFTER vnet0 rx_bytes=" "$log") - $(num "$2-BEFORE vnet0 rx_bytes=" "$log") ))
+    t_tx=$(( $(num "$2-AFTER vnet0 tx_bytes=" "$log") - $(num "$2-BEFORE vnet0 tx_bytes=" "$log") ))
+    local net0; net0=$(grep -a "net0: tap=vnet0" <<<"$1" | head -1)
+    v_tx=$(sed -n 's/.*guest_tx_bytes=\([0-9]*\).*/\1/p' <<<"$net0"); v_rx=$(sed -n 's/.*guest_rx_bytes=\([0-9]*\).*/\1/p' <<<"$net0")
+    [ -n "$g_tx" ] && [ "$g_tx" = "$t_rx" ] && [ "$t_rx" = "$v_tx" ] || fail "$3" "guest TX $g_tx, vnet0 RX $t_rx, vmm $v_tx differ"
+    [ -n "$g_rx" ] && [ "$g_rx" = "$t_tx" ] && [ "$t_tx" = "$v_rx" ] || fail "$3" "guest RX $g_rx, vnet0 TX $t_tx, vmm $v_rx differ"
+}
+counters_agree "$vmm_part" VMM counters
 printf 'test-linux:      %-28s %10s %10s %10s\n' "" "guest eth0" "vnet0" "vmm net0"
 printf 'test-linux:      %-28s %10s %10s %10s\n' "guest TX bytes (vnet0 RX)" "$g_tx" "$t_rx" "$v_tx"
 printf 'test-linux:      %-28s %10s %10s %10s\n' "guest RX bytes (vnet0 TX)" "$g_rx" "$t_tx" "$v_rx"
-[ "$g_tx" = "$t_rx" ] && [ "$t_rx" = "$v_tx" ] || fail counters "guest TX $g_tx, vnet0 RX $t_rx, vmm $v_tx differ"
-[ "$g_rx" = "$t_tx" ] && [ "$t_tx" = "$v_rx" ] || fail counters "guest RX $g_rx, vnet0 TX $t_tx, vmm $v_rx differ"
 
 # Timings: VMM start to the guest's init marker, in the middle machine's clock.
 t() { grep -a "$1" <<<"$2" | head -1 | sed 's/^\[L1 \([0-9.]*\)\].*/\1/'; }
@@ -62,6 +69,16 @@ if [ -n "$e_init" ]; then
     e_s=$(awk -v a="$(t "NESTED: vmm-elf start" "$log")" -v b="$e_init" 'BEGIN{printf "%.1f", b-a}')
     grep -aq "vmm-guest: ping 192.0.2.1 ok" <<<"$elf_part" || fail "ping (vmlinux)" "the ELF-booted guest's pings were not answered"
     say "the same kernel as ELF vmlinux under vmm (no XZ step): ${e_s}s to /init"
+    # Where that time went: the VMM's steps (RUST_LOG=vmm=info), on the middle machine's clock
+    # from "vmm-elf start", then the guest kernel's own printk timestamps (vmm.bootlog=1).
+    e_start=$(t "NESTED: vmm-elf start" "$log")
+    sed 's/\x1b\[[0-9;]*m//g' <<<"$elf_part" | grep -a -E '^\[L1 [0-9.]+\] .*INFO .*vmm::vm\] (loaded|VM ready)' |
+        while IFS= read -r line; do
+            at=$(sed 's/^\[L1 \([0-9.]*\)\].*/\1/' <<<"$line")
+            say "boot: vmm   +$(awk -v a="$e_start" -v b="$at" 'BEGIN{printf "%.2f", b-a}')s $(sed 's/.*vmm::vm\] //' <<<"$line" | cut -c1-60)"
+        done
+    grep -a "vmm-guest: boot \[" <<<"$elf_part" | sed 's/.*vmm-guest: boot //' | cut -c1-90 |
+        while IFS= read -r line; do say "boot: guest $line"; done
 elif [ -n "$elf_part" ]; then
     fail "guest boot (vmlinux)" "the ELF vmlinux guest never reached /init under vmm"
 fi
@@ -80,5 +97,21 @@ if [ -n "$shell_part" ]; then
     [ "$sh_rx" = "$sv_rx" ] && [ "$sv_rx" = "$st_tx" ] || fail "shell" "guest RX $sh_rx (its shell), vmm $sv_rx, vnet0 TX $st_tx differ"
     say "the guest's shell, driven through vmm's stdin: ping answered; guest TX/RX $sh_tx/$sh_rx bytes == vmm == vnet0"
     say "shell PASS"
+    # The same run had --cpus 2: the guest must have brought both online.
+    cpus_line=$(grep -a "SHELL-CPUS nproc=[0-9]" <<<"$shell_part" | head -1)
+    [ -n "$cpus_line" ] || fail "smp" "the guest's shell did not report its CPUs"
+    nproc=$(sed 's/.*nproc=\([0-9]*\).*/\1/' <<<"$cpus_line"); cpuinfo=$(sed 's/.*cpuinfo=\([0-9]*\).*/\1/' <<<"$cpus_line")
+    [ "$nproc" = 2 ] && [ "$cpuinfo" = 2 ] || fail "smp" "--cpus 2, but the guest has nproc=$nproc and $cpuinfo processors in /proc/cpuinfo"
+    say "smp PASS ($nproc CPUs online)"
+fi
+stock_part=$(sed -n '/NESTED: vmm-stock start/,/NESTED: vmm-stock exit/p' <<<"$log")
+if [ -n "$stock_part" ]; then
+    grep -aq "vmm-guest: init started" <<<"$stock_part" || fail "stock kernel" "Debian's kernel never reached /init under vmm: $(grep -a 'vmm:' <<<"$stock_part" | head -3 | tr '\n' ' ')"
+    ! grep -aq "vmm-guest: insmod .* failed" <<<"$stock_part" || fail "stock kernel" "$(grep -a 'insmod .* failed' <<<"$stock_part" | head -1)"
+    grep -aq "vmm-guest: eth0 192.0.2.6/24 up" <<<"$stock_part" || fail "stock kernel" "Debian's kernel found no eth0 (virtio_mmio through ACPI, virtio_net)"
+    grep -aq "vmm-guest: ping 192.0.2.1 ok" <<<"$stock_part" || fail "stock kernel" "the pings of Debian's kernel through vmm were not answered"
+    stock_release=$(grep -a "vmm-guest: uname -r " <<<"$stock_part" | head -1 | sed 's/.*uname -r //')
+    counters_agree "$stock_part" STOCK "stock kernel"
+    say "stock-kernel PASS ($stock_release)"
 fi
 say "PASS: Linux booted under vmm on nested VMX KVM, pinged 192.0.2.1, guest eth0 == vnet0 == vmm counters"

@@ -13,15 +13,16 @@
 //!    controller (PIC + IOAPIC) and PIT ([`vm`]).
 //! 4. The serial port (COM1) and i8042 are attached to port I/O; the UART interrupt reaches the
 //!    irqchip through an irqfd ([`devices`]).
-//! 5. The vCPU gets CPUID, MSRs, a GDT and identity-mapped page tables, and starts in 64-bit mode
-//!    at the kernel's 64-bit entry with RSI = boot_params ([`arch::cpu`], [`arch::gdt`],
-//!    [`arch::paging`]).
+//! 5. An MP table tells the guest its CPUs and interrupt routing ([`arch::mptable`]). Each vCPU
+//!    gets CPUID with its APIC ID and topology, and MSRs; vCPU 0 also a GDT and identity-mapped
+//!    page tables, and starts in 64-bit mode at the kernel's 64-bit entry with RSI = boot_params
+//!    ([`arch::cpu`], [`arch::gdt`], [`arch::paging`]); the others wait for the guest's INIT/SIPI.
 //! 6. Each `--tap`/`--net` NIC gets a host tap, a virtio-net device and a virtio-mmio window,
 //!    announced to the guest as `virtio_mmio.device=4K@0x<base>:<irq>` on the command line;
 //!    queue notifications reach the device thread through ioeventfds, its interrupts the guest
 //!    through an irqfd ([`net`], [`virtio_mmio`], and the `vmm_virtio_net` crate).
-//! 7. The vCPU thread loops on `KVM_RUN`, handling port and MMIO exits, until the guest resets
-//!    through the i8042, shuts down, or KVM reports an error ([`vm::VmExit`]).
+//! 7. One thread per vCPU loops on `KVM_RUN`, handling port and MMIO exits, until the guest
+//!    resets through the i8042, shuts down, or KVM reports an error ([`vcpu`], [`vm::VmExit`]).
 
 pub mod arch;
 pub mod boot;
@@ -30,6 +31,7 @@ pub mod memory;
 pub mod net;
 pub mod signals;
 pub mod terminal;
+pub mod vcpu;
 pub mod virtio_mmio;
 pub mod vm;
 

@@ -44,8 +44,11 @@ struct Args {
     #[arg(long, value_name = "MiB", default_value_t = 256)]
     mem: u64,
 
-    /// Number of vCPUs. Only 1 is supported so far.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Number of vCPUs (1 to 32). The guest learns them from an MP table and starts them itself.
+    ///
+    /// Example: --cpus 2
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=i64::from(vmm::arch::mptable::MAX_CPUS)))]
     cpus: u8,
 
     /// A virtio-net NIC on host tap NAME (repeatable: one NIC each). The tap is created if it
@@ -162,7 +165,13 @@ fn run(
     let vm = Vm::new(&config, effects).context("cannot start the VM")?;
     let outcome = vm.run()?;
     terminal.restore();
-    eprintln!("vmm: {}", outcome.exit);
+    match outcome.vcpu {
+        // Say which vCPU failed; a guest that ended itself did so on whichever CPU it liked.
+        Some(index) if outcome.exit.exit_code() != 0 => {
+            eprintln!("vmm: vcpu{index}: {}", outcome.exit)
+        }
+        _ => eprintln!("vmm: {}", outcome.exit),
+    }
     for nic in &outcome.nics {
         eprintln!("{nic}");
     }

@@ -1,28 +1,30 @@
-//! Putting a VM together and running it: KVM, guest RAM, the loaded kernel, legacy devices and
-//! one vCPU thread, until the guest resets, shuts down, fails, or runs out of time.
+//! Putting a VM together and running it: KVM, guest RAM, the loaded kernel, the MP table, legacy
+//! devices and the vCPU threads ([`crate::vcpu`]), until the guest resets, shuts down, fails, or
+//! runs out of time.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::arch::acpi::{self, AcpiError};
 use crate::arch::cpu::{self, CpuError};
 use crate::arch::e820::e820_map;
 use crate::arch::layout::{COM1_IRQ, KVM_TSS_ADDR, MIN_MEM_MIB, ZERO_PAGE_ADDR};
+use crate::arch::mptable::{self, MptableError, MAX_CPUS};
 use crate::boot::{self, BootError, LoadedKernel};
 use crate::devices::i8042::I8042;
 use crate::devices::mmio_bus::MmioBus;
-use crate::devices::pio::{PioAction, PioBus};
+use crate::devices::pio::PioBus;
 use crate::devices::serial::{forward_stdin, new_serial};
 use crate::devices::EventFdTrigger;
 use crate::memory::{create_guest_memory, MemoryError};
 use crate::net::{self, Nic, NicConfig, NicReport};
+use crate::vcpu::Vcpus;
 
 /// What the user asked for.
 #[derive(Clone, Debug)]
@@ -35,7 +37,7 @@ pub struct VmConfig {
     pub cmdline: String,
     /// Guest RAM in MiB.
     pub mem_mib: u64,
-    /// Number of vCPUs.
+    /// Number of vCPUs, 1 to [`MAX_CPUS`].
     pub cpus: u8,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
@@ -53,9 +55,25 @@ pub enum VmError {
     /// --mem below the minimum.
     #[error("--mem {0} is too small: the guest needs at least {MIN_MEM_MIB} MiB")]
     MemoryTooSmall(u64),
-    /// --cpus other than 1.
-    #[error("--cpus {0}: only 1 vCPU is supported so far")]
+    /// --cpus outside 1..=32.
+    #[error("--cpus {0}: vmm runs 1 to {MAX_CPUS} vCPUs")]
     UnsupportedCpus(u8),
+    /// --cpus above what this host's KVM allows.
+    #[error(
+        "--cpus {cpus}: this host's KVM allows at most {max} vCPUs per VM (KVM_CAP_MAX_VCPUS)"
+    )]
+    KvmCpuLimit {
+        /// How many were asked for.
+        cpus: u8,
+        /// KVM_CAP_MAX_VCPUS.
+        max: usize,
+    },
+    /// The MP table could not be written.
+    #[error(transparent)]
+    Mptable(#[from] MptableError),
+    /// The ACPI tables could not be written.
+    #[error(transparent)]
+    Acpi(#[from] AcpiError),
     /// Guest RAM could not be created.
     #[error(transparent)]
     Memory(#[from] MemoryError),
@@ -172,6 +190,8 @@ pub fn kvm_is_pvm() -> bool {
 pub struct VmOutcome {
     /// Why the VM stopped.
     pub exit: VmExit,
+    /// The vCPU that ended it (none for a timeout).
+    pub vcpu: Option<u8>,
     /// One report per NIC, in order.
     pub nics: Vec<NicReport>,
 }
@@ -181,7 +201,7 @@ pub struct Vm {
     // Kept alive for as long as the VM exists: KVM maps this memory into the guest.
     _mem: GuestMemoryMmap,
     _vm: VmFd,
-    vcpu: VcpuFd,
+    vcpus: Vec<VcpuFd>,
     pio: PioBus,
     mmio: MmioBus,
     nics: Vec<Nic>,
@@ -196,7 +216,7 @@ impl Vm {
         if config.mem_mib < MIN_MEM_MIB {
             return Err(VmError::MemoryTooSmall(config.mem_mib));
         }
-        if config.cpus != 1 {
+        if config.cpus == 0 || config.cpus > MAX_CPUS {
             return Err(VmError::UnsupportedCpus(config.cpus));
         }
         net::check_nics(&config.nics)?;
@@ -215,12 +235,16 @@ impl Vm {
             .map_err(BootError::Cmdline)?
             .as_bytes()
             .len();
-        let params = boot::boot_params(
+        let mut params = boot::boot_params(
             &kernel,
             cmdline_len,
             initrd,
             &e820_map(config.mem_mib << 20),
         );
+        // CPUs and interrupt routing twice over: an MP table for kernels without ACPI, ACPI
+        // (which also lists the NICs) for distro kernels.
+        mptable::write_mptable(&mem, config.cpus)?;
+        params.acpi_rsdp_addr = acpi::write_acpi_tables(&mem, config.cpus, &slots)?;
         boot::write_boot_params(&mem, &cmdline, &params, ZERO_PAGE_ADDR)?;
         log::info!(
             "loaded {:?} kernel, entry {:#x}, command line: {}",
@@ -235,6 +259,13 @@ impl Vm {
         let nics = net::open_nics(&config.nics, &config.observe, effects)?;
 
         let kvm = open_kvm()?;
+        let max = kvm.get_max_vcpus();
+        if usize::from(config.cpus) > max {
+            return Err(VmError::KvmCpuLimit {
+                cpus: config.cpus,
+                max,
+            });
+        }
         let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
         vm.set_tss_address(KVM_TSS_ADDR as usize)
             .map_err(kvm_err("set the TSS address"))?;
@@ -250,17 +281,27 @@ impl Vm {
 
         let pio = legacy_devices(&vm, &config.console)?;
         let mmio = MmioBus::new(net::attach_nics(&vm, &mem, &nics)?);
-        let vcpu = vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
-        cpu::setup_cpuid(&kvm, &vcpu, 0)?;
-        cpu::setup_msrs(&vcpu)?;
-        cpu::setup_fpu(&vcpu)?;
-        cpu::setup_sregs(&mem, &vcpu)?;
-        cpu::setup_regs(&vcpu, kernel.entry, ZERO_PAGE_ADDR)?;
+        let cpuid = cpu::supported_cpuid(&kvm)?;
+        let mut vcpus = Vec::with_capacity(config.cpus.into());
+        for index in 0..config.cpus {
+            let vcpu = vm
+                .create_vcpu(index.into())
+                .map_err(kvm_err("create a vCPU"))?;
+            cpu::setup_cpuid(&cpuid, &vcpu, index, config.cpus)?;
+            cpu::setup_msrs(&vcpu)?;
+            cpu::setup_fpu(&vcpu)?;
+            // The bootstrap processor starts at the kernel; the others wait for INIT/SIPI.
+            if index == 0 {
+                cpu::setup_sregs(&mem, &vcpu)?;
+                cpu::setup_regs(&vcpu, kernel.entry, ZERO_PAGE_ADDR)?;
+            }
+            vcpus.push(vcpu);
+        }
 
         Ok(Self {
             _mem: mem,
             _vm: vm,
-            vcpu,
+            vcpus,
             pio,
             mmio,
             nics,
@@ -268,38 +309,25 @@ impl Vm {
         })
     }
 
-    /// Runs the vCPU on its own thread until the guest ends or the timeout passes.
+    /// Runs each vCPU on its own thread until the guest ends or the timeout passes, then stops
+    /// them all.
     pub fn run(self) -> Result<VmOutcome, VmError> {
         let Vm {
             _mem,
             _vm,
-            mut vcpu,
-            mut pio,
+            vcpus,
+            pio,
             mmio,
             nics,
             timeout,
         } = self;
-        let (done_tx, done_rx) = mpsc::channel();
-        thread::Builder::new()
-            .name("vcpu0".into())
-            .spawn(move || {
-                let exit = run_vcpu(&mut vcpu, &mut pio, &mmio);
-                // The receiver only goes away when main already decided to exit.
-                let _ = done_tx.send(exit);
-            })
-            .map_err(|source| VmError::Host {
-                what: "the vCPU thread",
-                source,
-            })?;
-        let exit = match timeout {
-            Some(limit) => done_rx
-                .recv_timeout(limit)
-                .unwrap_or(VmExit::Timeout(limit)),
-            None => done_rx
-                .recv()
-                .unwrap_or_else(|_| VmExit::Unexpected("the vCPU thread died".into())),
-        };
-        // A vCPU still inside KVM_RUN (timeout) ends with the process.
+        log::info!("VM ready: entering the guest on {} vCPU(s)", vcpus.len());
+        let vcpus = Vcpus::start(vcpus, pio, mmio).map_err(|source| VmError::Host {
+            what: "the vCPU threads",
+            source,
+        })?;
+        let (vcpu, exit) = vcpus.wait(timeout);
+        vcpus.stop();
         let nics = nics
             .iter()
             .map(|nic| NicReport {
@@ -308,7 +336,7 @@ impl Vm {
                 counters: nic.counters.snapshot(),
             })
             .collect();
-        Ok(VmOutcome { exit, nics })
+        Ok(VmOutcome { exit, vcpu, nics })
     }
 }
 
@@ -367,50 +395,6 @@ fn legacy_devices(vm: &VmFd, console: &crate::terminal::Console) -> Result<PioBu
     Ok(PioBus::new(serial, I8042::new()))
 }
 
-/// The vCPU loop: enter the guest, handle the exit, repeat.
-fn run_vcpu(vcpu: &mut VcpuFd, pio: &mut PioBus, mmio: &MmioBus) -> VmExit {
-    loop {
-        match vcpu.run() {
-            Ok(VcpuExit::IoIn(port, data)) => pio.read(port, data),
-            Ok(VcpuExit::IoOut(port, data)) => {
-                if pio.write(port, data) == PioAction::Reset {
-                    return VmExit::Reset;
-                }
-            }
-            Ok(VcpuExit::MmioRead(addr, data)) => {
-                if !mmio.read(addr, data) {
-                    log::debug!("mmio: read of {} bytes at unclaimed {addr:#x}", data.len());
-                    data.fill(0xff);
-                }
-            }
-            Ok(VcpuExit::MmioWrite(addr, data)) => {
-                if !mmio.write(addr, data) {
-                    log::debug!("mmio: write of {data:x?} to unclaimed {addr:#x}");
-                }
-            }
-            Ok(VcpuExit::Shutdown) => {
-                if let Ok(regs) = vcpu.get_regs() {
-                    log::info!("shutdown at RIP {:#x} RSP {:#x}", regs.rip, regs.rsp);
-                }
-                return VmExit::Shutdown;
-            }
-            Ok(VcpuExit::Hlt) => return VmExit::Shutdown,
-            Ok(VcpuExit::SystemEvent(kind, _)) => return VmExit::SystemEvent(kind),
-            Ok(VcpuExit::FailEntry(reason, _)) => return VmExit::FailEntry(reason),
-            Ok(VcpuExit::InternalError) => {
-                // SAFETY: KVM sets exit_reason KVM_EXIT_INTERNAL_ERROR only after filling the
-                // `internal` member of the exit union, which is what we read.
-                let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
-                return VmExit::InternalError { suberror, rip };
-            }
-            Ok(other) => return VmExit::Unexpected(format!("{other:?}")),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-            Err(e) => return VmExit::Unexpected(format!("KVM_RUN failed: {e}")),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,10 +450,15 @@ mod tests {
             Vm::new(&small, &net::HostEffects::default()),
             Err(VmError::MemoryTooSmall(4))
         ));
-        let smp = VmConfig { cpus: 2, ..config };
-        assert!(matches!(
-            Vm::new(&smp, &net::HostEffects::default()),
-            Err(VmError::UnsupportedCpus(2))
-        ));
+        for cpus in [0, MAX_CPUS + 1] {
+            let smp = VmConfig {
+                cpus,
+                ..config.clone()
+            };
+            assert!(matches!(
+                Vm::new(&smp, &net::HostEffects::default()),
+                Err(VmError::UnsupportedCpus(n)) if n == cpus
+            ));
+        }
     }
 }

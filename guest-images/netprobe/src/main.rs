@@ -63,6 +63,7 @@ extern "C" fn netprobe_main(boot_params: u64) -> ! {
     let cmdline = params.cmdline();
     let result = match cmdline::param(cmdline, b"netprobe.mode").unwrap_or(b"boot") {
         b"boot" => modes::boot::run(&mut out, &params),
+        b"cpus" => modes::cpus::run(&mut out),
         b"ping" => modes::run_net_mode(&mut out, &params, modes::ping::run),
         b"flood" => modes::run_net_mode(&mut out, &params, modes::flood::run),
         b"sink" => modes::run_net_mode(&mut out, &params, modes::sink::run),
@@ -76,7 +77,7 @@ extern "C" fn netprobe_main(boot_params: u64) -> ! {
             modes::gso_rx::FEATURES,
             modes::gso_rx::run,
         ),
-        _ => Err("unknown netprobe.mode (known: boot, ping, flood, sink, echo, tso, gso-rx)"),
+        _ => Err("unknown netprobe.mode (known: boot, cpus, ping, flood, sink, echo, tso, gso-rx)"),
     };
     match result {
         Ok(()) => out.line(b"netprobe: PASS"),

@@ -49,6 +49,8 @@ pub const COM1_PORT: u16 = 0x3f8;
 pub const COM1_IRQ: u32 = 4;
 /// i8042 keyboard controller data port; the command port is at +4 (0x64).
 pub const I8042_PORT: u16 = 0x60;
+/// The i8042's keyboard interrupt line (described in ACPI; the VMM never raises it).
+pub const I8042_KBD_IRQ: u32 = 1;
 /// Smallest guest RAM we accept, in MiB: the tables above, a kernel and an initrd must fit.
 pub const MIN_MEM_MIB: u64 = 16;
 

@@ -25,6 +25,8 @@ const STATUS_OUTPUT_FULL: u8 = 0x01;
 const STATUS_SYSTEM: u8 = 0x04;
 /// Status bit 3: the last write was to the command port (0x64), not the data port.
 const STATUS_COMMAND: u8 = 0x08;
+/// Status bit 4: the keyboard is not inhibited (the key lock is open).
+const STATUS_UNLOCKED: u8 = 0x10;
 /// Status bit 5: the byte in the output buffer comes from the AUX (mouse) port.
 const STATUS_AUX_DATA: u8 = 0x20;
 
@@ -51,6 +53,11 @@ const SELF_TEST_OK: u8 = 0x55;
 const INTERFACE_OK: u8 = 0x00;
 /// The CTR at power-on: keyboard interrupt enabled, system flag set.
 const CTR_DEFAULT: u8 = 0x05;
+/// CTR bit 4: the keyboard port is disabled (commands 0xAD/0xAE set and clear it).
+const CTR_KBD_DISABLED: u8 = 0x10;
+/// CTR bit 5: the AUX port is disabled (commands 0xA7/0xA8 set and clear it; Linux reads the
+/// CTR back to see that they took).
+const CTR_AUX_DISABLED: u8 = 0x20;
 /// The output port at power-on: A20 enabled, reset line not asserted.
 const OUTPUT_PORT_DEFAULT: u8 = 0x03;
 /// Bytes the output buffer holds before it drops more (a guest cannot grow it).
@@ -128,7 +135,7 @@ impl I8042 {
     }
 
     fn status(&self) -> u8 {
-        let mut status = STATUS_SYSTEM;
+        let mut status = STATUS_SYSTEM | STATUS_UNLOCKED;
         if let Some((_, bits)) = self.output.front() {
             status |= STATUS_OUTPUT_FULL | bits;
         }
@@ -156,7 +163,10 @@ impl I8042 {
             CMD_KBD_LOOP => self.pending = Some(Pending::KbdLoop),
             CMD_AUX_LOOP => self.pending = Some(Pending::AuxLoop),
             CMD_AUX_SEND => self.pending = Some(Pending::AuxSend),
-            CMD_KBD_DISABLE | CMD_KBD_ENABLE | CMD_AUX_DISABLE | CMD_AUX_ENABLE => {}
+            CMD_KBD_DISABLE => self.ctr |= CTR_KBD_DISABLED,
+            CMD_KBD_ENABLE => self.ctr &= !CTR_KBD_DISABLED,
+            CMD_AUX_DISABLE => self.ctr |= CTR_AUX_DISABLED,
+            CMD_AUX_ENABLE => self.ctr &= !CTR_AUX_DISABLED,
             CMD_RESET_CPU => return true,
             other => log::debug!("i8042: command {other:#04x} ignored"),
         }
@@ -182,6 +192,21 @@ mod tests {
     fn ask(kbd: &mut I8042, command: u8) -> Option<u8> {
         kbd.write(CMD, command);
         (kbd.read(CMD) & STATUS_OUTPUT_FULL != 0).then(|| kbd.read(DATA))
+    }
+
+    #[test]
+    fn test_port_enable_and_disable_show_in_the_ctr_and_the_key_lock_is_open() {
+        let mut kbd = I8042::new();
+        assert_ne!(kbd.read(CMD) & STATUS_UNLOCKED, 0, "no \"Keylock active\"");
+        for (disable, enable, bit) in [
+            (CMD_AUX_DISABLE, CMD_AUX_ENABLE, CTR_AUX_DISABLED),
+            (CMD_KBD_DISABLE, CMD_KBD_ENABLE, CTR_KBD_DISABLED),
+        ] {
+            kbd.write(CMD, disable);
+            assert_eq!(ask(&mut kbd, CMD_READ_CTR).unwrap() & bit, bit);
+            kbd.write(CMD, enable);
+            assert_eq!(ask(&mut kbd, CMD_READ_CTR).unwrap() & bit, 0);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `netprobe: tx_frames=N tx_bytes=N rx_frames=N rx_bytes=N` (Ethernet bytes).
 
 pub mod boot;
+pub mod cpus;
 pub mod echo;
 pub mod flood;
 pub mod gso_rx;
