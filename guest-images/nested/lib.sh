@@ -16,19 +16,25 @@ done
 [ -f "$top/guest-images/out/bzImage" ] || fail setup "no Linux guest: run make linux-guest first"
 [ -x "$top/target/release/vmm" ] || fail setup "no target/release/vmm: run make build first"
 
-# 1. The middle machine's boot disk, cached by kernel version and init script.
-key=$( (echo "$kver"; cat "$here/l1-init") | sha256sum | cut -c1-16)
-l1=$cache/nested-l1-$key
-if [ ! -f "$l1/l1.img" ]; then
-    say "[1/4] building the middle machine ($kver, stock Debian kernel + kvm_intel)"
-    rm -rf "$l1.tmp"; mkdir -p "$l1.tmp"
+# Debian's linux-image-$kver package (downloaded once into the cache), unpacked into $1.
+unpack_kernel_deb() {
+    local deb
     deb=$(ls "$cache"/debs/linux-image-${kver}_*.deb 2>/dev/null | head -1 || true)
     if [ -z "$deb" ]; then
         mkdir -p "$cache/debs"
         (cd "$cache/debs" && apt-get download "linux-image-$kver" >/dev/null 2>&1) || fail setup "cannot download linux-image-$kver"
         deb=$(ls "$cache"/debs/linux-image-${kver}_*.deb | head -1)
     fi
-    dpkg-deb -x "$deb" "$l1.tmp/kpkg"
+    dpkg-deb -x "$deb" "$1"
+}
+
+# 1. The middle machine's boot disk, cached by kernel version and init script.
+key=$( (echo "$kver"; cat "$here/l1-init") | sha256sum | cut -c1-16)
+l1=$cache/nested-l1-$key
+if [ ! -f "$l1/l1.img" ]; then
+    say "[1/4] building the middle machine ($kver, stock Debian kernel + kvm_intel)"
+    rm -rf "$l1.tmp"; mkdir -p "$l1.tmp"
+    unpack_kernel_deb "$l1.tmp/kpkg"
     mods=$l1.tmp/kpkg/lib/modules/$kver/kernel
     mkdir -p "$l1.tmp/ir/bin" "$l1.tmp/ir/mod" "$l1.tmp/ir/proc" "$l1.tmp/ir/sys" "$l1.tmp/ir/dev"
     cp "$(command -v busybox)" "$l1.tmp/ir/bin/busybox"
@@ -68,13 +74,7 @@ if [ -n "${payload_stock_kernel:-}" ]; then
     if [ ! -f "$stock/initramfs.cpio.gz" ]; then
         say "      the stock Debian kernel $kver as a guest: vmlinuz + an initramfs with its virtio modules"
         rm -rf "$stock.tmp"; mkdir -p "$stock.tmp/ir/bin" "$stock.tmp/ir/lib/modules" "$stock.tmp/ir/dev" "$stock.tmp/ir/proc" "$stock.tmp/ir/sys" "$stock.tmp/ir/tmp"
-        deb=$(ls "$cache"/debs/linux-image-${kver}_*.deb 2>/dev/null | head -1 || true)
-        if [ -z "$deb" ]; then
-            mkdir -p "$cache/debs"
-            (cd "$cache/debs" && apt-get download "linux-image-$kver" >/dev/null 2>&1) || fail setup "cannot download linux-image-$kver"
-            deb=$(ls "$cache"/debs/linux-image-${kver}_*.deb | head -1)
-        fi
-        dpkg-deb -x "$deb" "$stock.tmp/kpkg"
+        unpack_kernel_deb "$stock.tmp/kpkg"
         cp "$stock.tmp/kpkg/boot/vmlinuz-$kver" "$stock.tmp/vmlinuz"
         for m in $stock_modules; do
             cp "$stock.tmp/kpkg/lib/modules/$kver/kernel/$m.ko" "$stock.tmp/ir/lib/modules/"
