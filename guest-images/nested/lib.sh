@@ -106,7 +106,8 @@ cp "$(command -v qemu-system-x86_64)" "$p/usr/bin/"
 for rom in qboot.rom bios-microvm.bin linuxboot_dma.bin kvmvapic.bin; do cp -L "/usr/share/qemu/$rom" "$p/q/share/"; done
 for bin in "$top/target/release/vmm" "$top/target/release/tapctl" "$(command -v qemu-system-x86_64)" \
            $(for extra in $payload_programs; do command -v "$extra"; done); do
-    ldd "$bin" | awk '/=> \//{print $3}' | while read -r lib; do cp -Ln "$lib" "$p/lib/x86_64-linux-gnu/" 2>/dev/null || true; done
+    # (A static binary, as vmm is, has none: ldd says so and fails.)
+    { ldd "$bin" 2>/dev/null || true; } | awk '/=> \//{print $3}' | while read -r lib; do cp -Ln "$lib" "$p/lib/x86_64-linux-gnu/" 2>/dev/null || true; done
 done
 cp -L /lib64/ld-linux-x86-64.so.2 "$p/lib64/"
 (cd "$p" && find . | cpio -o -H newc --quiet -R 0:0) > "$work/bundle.cpio"
