@@ -4,7 +4,8 @@
 use std::process::Command;
 
 use vmm_integration_tests::{
-    assert_one_line_error, guest_image, require_root, run_command, run_vmm, vmm_bin, TempFile,
+    assert_one_line_error, elf_with_segments, guest_image, require_root, run_command, run_vmm,
+    vmm_bin, TempFile,
 };
 
 #[test]
@@ -93,6 +94,41 @@ fn test_missing_initrd_is_one_line() {
         10,
     );
     assert_one_line_error(&run, "cannot read initrd /nonexistent.cpio");
+}
+
+#[test]
+fn test_elf_segment_under_the_boot_structures_is_refused() {
+    // Entry at 1 MiB, but a second segment at 0x7000, where the zero page goes.
+    let jmp_self = [0xeb, 0xfe];
+    let elf = TempFile::with(
+        "low-segment.elf",
+        &elf_with_segments(&jmp_self, &[(0x10_0000, 2), (0x7000, 2)]),
+    );
+    let run = run_vmm(&["--kernel", elf.path(), "--mem", "64"], 10);
+    assert_one_line_error(&run, "has a segment at 0x7000, below 1 MiB");
+    assert!(
+        run.stderr.contains("link the kernel at 1 MiB or above"),
+        "{}",
+        run.dump()
+    );
+}
+
+#[test]
+fn test_kernel_whose_bss_ends_past_guest_ram_is_refused_with_the_fix() {
+    // 2 bytes in the file, 4 GiB in memory: before, it was loaded and the guest ran into the
+    // gap; with --initrd the initrd placement arithmetic overflowed.
+    let elf = TempFile::with(
+        "huge-bss.elf",
+        &elf_with_segments(&[0xeb, 0xfe], &[(0x10_0000, 1 << 32)]),
+    );
+    let initrd = TempFile::with("small.initrd", &[0u8; 4096]);
+    for extra in [&[][..], &["--initrd", initrd.path()][..]] {
+        let mut args = vec!["--kernel", elf.path(), "--mem", "64"];
+        args.extend_from_slice(extra);
+        let run = run_vmm(&args, 10);
+        assert_one_line_error(&run, "needs guest memory up to 0x100100000");
+        assert!(run.stderr.contains("raise --mem"), "{}", run.dump());
+    }
 }
 
 #[test]

@@ -221,27 +221,37 @@ pub fn vmm_counter(run: &Run, nic: &str, key: &str) -> u64 {
 /// A minimal 64-bit ELF whose single segment holds `code` at 0x100000 (the entry point).
 /// For tests that need a guest doing one specific, usually wrong, thing.
 pub fn tiny_elf(code: &[u8]) -> Vec<u8> {
-    const LOAD: u64 = 0x10_0000;
+    elf_with_segments(code, &[(0x10_0000, code.len() as u64)])
+}
+
+/// A 64-bit ELF entered at 0x100000 with one PT_LOAD segment per `(paddr, memsz)`, each of
+/// them loading `code` (file size `code.len()`, the rest up to `memsz` being bss).
+pub fn elf_with_segments(code: &[u8], segments: &[(u64, u64)]) -> Vec<u8> {
+    const ENTRY: u64 = 0x10_0000;
     const EHDR: usize = 0x40;
     const PHDR: usize = 0x38;
-    let mut elf = vec![0u8; EHDR + PHDR];
+    let code_at = (EHDR + PHDR * segments.len()) as u64;
+    let mut elf = vec![0u8; EHDR];
     elf[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
     elf[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
     elf[0x12..0x14].copy_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
     elf[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
-    elf[0x18..0x20].copy_from_slice(&LOAD.to_le_bytes());
+    elf[0x18..0x20].copy_from_slice(&ENTRY.to_le_bytes());
     elf[0x20..0x28].copy_from_slice(&(EHDR as u64).to_le_bytes());
     elf[0x34..0x36].copy_from_slice(&(EHDR as u16).to_le_bytes());
     elf[0x36..0x38].copy_from_slice(&(PHDR as u16).to_le_bytes());
-    elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
-    let ph = EHDR;
-    elf[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    elf[ph + 4..ph + 8].copy_from_slice(&7u32.to_le_bytes()); // RWX
-    elf[ph + 8..ph + 0x10].copy_from_slice(&((EHDR + PHDR) as u64).to_le_bytes());
-    elf[ph + 0x10..ph + 0x18].copy_from_slice(&LOAD.to_le_bytes());
-    elf[ph + 0x18..ph + 0x20].copy_from_slice(&LOAD.to_le_bytes());
-    elf[ph + 0x20..ph + 0x28].copy_from_slice(&(code.len() as u64).to_le_bytes());
-    elf[ph + 0x28..ph + 0x30].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    elf[0x38..0x3a].copy_from_slice(&(segments.len() as u16).to_le_bytes());
+    for &(paddr, memsz) in segments {
+        let mut ph = vec![0u8; PHDR];
+        ph[..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        ph[4..8].copy_from_slice(&7u32.to_le_bytes()); // RWX
+        ph[8..0x10].copy_from_slice(&code_at.to_le_bytes());
+        ph[0x10..0x18].copy_from_slice(&paddr.to_le_bytes());
+        ph[0x18..0x20].copy_from_slice(&paddr.to_le_bytes());
+        ph[0x20..0x28].copy_from_slice(&(code.len() as u64).to_le_bytes());
+        ph[0x28..0x30].copy_from_slice(&memsz.to_le_bytes());
+        elf.extend(ph);
+    }
     elf.extend_from_slice(code);
     elf
 }

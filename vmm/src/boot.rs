@@ -85,6 +85,24 @@ pub enum BootError {
         #[source]
         source: linux_loader::loader::Error,
     },
+    /// An ELF segment in the first MiB, where the boot structures go.
+    #[error("{path} has a segment at {addr:#x}, below 1 MiB where vmm puts the boot structures (zero page, command line, page tables): link the kernel at 1 MiB or above")]
+    ElfSegmentBelow1MiB {
+        /// The --kernel path.
+        path: PathBuf,
+        /// The segment's physical address.
+        addr: u64,
+    },
+    /// The kernel's memory image (with its bss, or a bzImage's init_size) ends past guest RAM.
+    #[error("{path} needs guest memory up to {end:#x}, beyond the {mem_mib} MiB of guest RAM below the 3 GiB device gap: raise --mem (a kernel must fit below 3 GiB)")]
+    KernelPastRam {
+        /// The --kernel path.
+        path: PathBuf,
+        /// Where its image ends.
+        end: u64,
+        /// Guest RAM below the MMIO gap.
+        mem_mib: u64,
+    },
     /// The initrd file could not be opened or read.
     #[error("cannot read initrd {path}")]
     InitrdRead {
@@ -175,6 +193,37 @@ fn elf_not_x86_64<R: Read + Seek>(image: &mut R) -> std::io::Result<Option<Strin
     })
 }
 
+/// The physical address of the first PT_LOAD segment below `limit` in a 64-bit ELF, if any
+/// (linux-loader checks only the entry point; a segment at 0x7000 would be overwritten by the
+/// zero page). A truncated program header table is left to linux-loader to refuse.
+fn elf_segment_below<R: Read + Seek>(image: &mut R, limit: u64) -> std::io::Result<Option<u64>> {
+    const PT_LOAD: u32 = 1;
+    let mut header = [0u8; 64];
+    image.seek(SeekFrom::Start(0))?;
+    if image.read_exact(&mut header).is_err() {
+        return Ok(None);
+    }
+    let phoff = u64::from_le_bytes(header[32..40].try_into().expect("8 bytes"));
+    let phentsize = u64::from(u16::from_le_bytes([header[54], header[55]]));
+    let phnum = u16::from_le_bytes([header[56], header[57]]);
+    let mut phdr = [0u8; 56];
+    for i in 0..u64::from(phnum) {
+        let Some(at) = phentsize.checked_mul(i).and_then(|o| o.checked_add(phoff)) else {
+            return Ok(None);
+        };
+        image.seek(SeekFrom::Start(at))?;
+        if image.read_exact(&mut phdr).is_err() {
+            return Ok(None);
+        }
+        let kind = u32::from_le_bytes(phdr[0..4].try_into().expect("4 bytes"));
+        let paddr = u64::from_le_bytes(phdr[24..32].try_into().expect("8 bytes"));
+        if kind == PT_LOAD && paddr < limit {
+            return Ok(Some(paddr));
+        }
+    }
+    Ok(None)
+}
+
 /// The 4 bytes at `offset`, `None` if the file is shorter; read errors are errors.
 fn read_magic<R: Read + Seek>(image: &mut R, offset: u64) -> std::io::Result<Option<[u8; 4]>> {
     let mut magic = [0u8; 4];
@@ -206,6 +255,12 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
                 what,
             });
         }
+        if let Some(addr) = elf_segment_below(&mut file, HIMEM_START).map_err(read_err)? {
+            return Err(BootError::ElfSegmentBelow1MiB {
+                path: path.to_owned(),
+                addr,
+            });
+        }
     }
     let load_err = |source| BootError::KernelLoad {
         path: path.to_owned(),
@@ -219,7 +274,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
     }
     .map_err(load_err)?;
 
-    match result.setup_header {
+    let kernel = match result.setup_header {
         Some(hdr) => {
             if hdr.version < PROTOCOL_2_12 || hdr.xloadflags & XLF_KERNEL_64 == 0 {
                 return Err(BootError::No64BitEntry {
@@ -229,20 +284,31 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
             }
             let start = result.kernel_load.raw_value();
             let end = result.kernel_end.max(start + u64::from(hdr.init_size));
-            Ok(LoadedKernel {
+            LoadedKernel {
                 format,
                 entry: start + BZIMAGE_ENTRY_64_OFFSET,
                 end,
                 setup_header: Some(hdr),
-            })
+            }
         }
-        None => Ok(LoadedKernel {
+        None => LoadedKernel {
             format,
             entry: result.kernel_load.raw_value(),
             end: result.kernel_end,
             setup_header: None,
-        }),
+        },
+    };
+    // Its bss (ELF p_memsz) or its decompression room (bzImage init_size) must be RAM too, and
+    // low RAM: above it the e820 map has the MMIO gap.
+    let low_end = mem_size(mem).min(MMIO_GAP_START);
+    if kernel.end > low_end {
+        return Err(BootError::KernelPastRam {
+            path: path.to_owned(),
+            end: kernel.end,
+            mem_mib: low_end >> 20,
+        });
     }
+    Ok(kernel)
 }
 
 fn mem_size(mem: &GuestMemoryMmap) -> u64 {
@@ -255,7 +321,7 @@ fn mem_size(mem: &GuestMemoryMmap) -> u64 {
 pub fn initrd_address(size: u64, kernel_end: u64, low_mem_end: u64, addr_max: u64) -> Option<u64> {
     let top = low_mem_end.min(addr_max.saturating_add(1));
     let addr = top.checked_sub(size)? & !(PAGE_SIZE - 1);
-    (addr >= kernel_end.next_multiple_of(PAGE_SIZE)).then_some(addr)
+    (addr >= kernel_end.checked_next_multiple_of(PAGE_SIZE)?).then_some(addr)
 }
 
 /// Loads the initrd above the kernel; returns its (address, size).
@@ -278,7 +344,10 @@ pub fn load_initrd(
         BootError::InitrdTooLarge {
             path: path.to_owned(),
             size,
-            free: low_end.saturating_sub(kernel.end.next_multiple_of(PAGE_SIZE)),
+            free: kernel
+                .end
+                .checked_next_multiple_of(PAGE_SIZE)
+                .map_or(0, |end| low_end.saturating_sub(end)),
         }
     })?;
     mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
@@ -430,6 +499,11 @@ mod tests {
             None
         );
         assert_eq!(initrd_address(200 * MIB, 0, 128 * MIB, u64::MAX), None);
+        // A kernel end no page boundary follows (a crafted header) is no place, not a panic.
+        assert_eq!(
+            initrd_address(4096, u64::MAX - 10, 128 * MIB, u64::MAX),
+            None
+        );
     }
 
     #[test]
