@@ -56,9 +56,9 @@ impl Vcpus {
             let thread = thread::Builder::new()
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
+                    let ended = EndReport { index, ended_tx };
                     if let Some(exit) = run_vcpu(&mut vcpu, &pio, &mmio, &stopping) {
-                        // The receiver goes away only once main has decided to exit.
-                        let _ = ended_tx.send((index, exit));
+                        ended.send(exit);
                     }
                 });
             match thread {
@@ -84,15 +84,14 @@ impl Vcpus {
 
     /// Waits until a vCPU ends the VM (its index and why) or `timeout` passes.
     pub fn wait(&self, timeout: Option<Duration>) -> (Option<u8>, VmExit) {
+        let died = || VmExit::Unexpected("every vCPU thread died".into());
         let ended = match timeout {
-            Some(limit) => self
-                .ended
-                .recv_timeout(limit)
-                .map_err(|_| VmExit::Timeout(limit)),
-            None => self
-                .ended
-                .recv()
-                .map_err(|_| VmExit::Unexpected("every vCPU thread died".into())),
+            // A dead vCPU is not a timeout, whenever it died.
+            Some(limit) => self.ended.recv_timeout(limit).map_err(|e| match e {
+                mpsc::RecvTimeoutError::Timeout => VmExit::Timeout(limit),
+                mpsc::RecvTimeoutError::Disconnected => died(),
+            }),
+            None => self.ended.recv().map_err(|_| died()),
         };
         match ended {
             Ok((index, exit)) => (Some(index), exit),
@@ -129,6 +128,28 @@ impl Vcpus {
             }
         }
         stuck
+    }
+}
+
+/// How a vCPU thread tells main that it ended the VM, also when it panics (then as an
+/// unexpected exit naming the vCPU, instead of main waiting for the others or the timeout).
+struct EndReport {
+    index: u8,
+    ended_tx: mpsc::Sender<(u8, VmExit)>,
+}
+
+impl EndReport {
+    fn send(&self, exit: VmExit) {
+        // The receiver goes away only once main has decided to exit.
+        let _ = self.ended_tx.send((self.index, exit));
+    }
+}
+
+impl Drop for EndReport {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.send(VmExit::Unexpected("the vCPU thread panicked".into()));
+        }
     }
 }
 
@@ -194,5 +215,51 @@ fn run_vcpu(
             Err(e) => VmExit::Unexpected(format!("KVM_RUN failed: {e}")),
         };
         return Some(exit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_threads() -> (Vcpus, mpsc::Sender<(u8, VmExit)>) {
+        let (ended_tx, ended) = mpsc::channel();
+        let vcpus = Vcpus {
+            threads: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            ended,
+        };
+        (vcpus, ended_tx)
+    }
+
+    #[test]
+    fn test_vcpu_threads_that_all_died_are_not_reported_as_a_timeout() {
+        let (vcpus, ended_tx) = no_threads();
+        drop(ended_tx);
+        let (vcpu, exit) = vcpus.wait(Some(Duration::from_secs(5)));
+        assert_eq!(vcpu, None);
+        assert_eq!(exit, VmExit::Unexpected("every vCPU thread died".into()));
+        let (_, exit) = vcpus.wait(None);
+        assert!(matches!(exit, VmExit::Unexpected(_)));
+    }
+
+    #[test]
+    fn test_a_panicking_vcpu_thread_reports_itself() {
+        let (vcpus, ended_tx) = no_threads();
+        let thread = thread::spawn(move || {
+            let _ended = EndReport { index: 3, ended_tx };
+            panic!("a bug in an exit handler");
+        });
+        assert!(thread.join().is_err());
+        let (vcpu, exit) = vcpus.wait(Some(Duration::from_secs(5)));
+        assert_eq!(vcpu, Some(3));
+        assert_eq!(exit, VmExit::Unexpected("the vCPU thread panicked".into()));
+    }
+
+    #[test]
+    fn test_a_timeout_is_a_timeout() {
+        let (vcpus, _ended_tx) = no_threads();
+        let limit = Duration::from_millis(10);
+        assert_eq!(vcpus.wait(Some(limit)), (None, VmExit::Timeout(limit)));
     }
 }
