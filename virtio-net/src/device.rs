@@ -131,6 +131,11 @@ impl<B: Backend> Net<B> {
         &self.backend
     }
 
+    /// The backend, to change (a test's or fuzz target's scripted answers).
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
     /// Whether the driver has activated the device.
     pub fn is_active(&self) -> bool {
         self.active.is_some()

@@ -5,10 +5,11 @@
 //! wholly inside guest RAM, or the chain is malformed. The iovecs go into an [`IovecArray`]
 //! allocated once when the device is activated, so moving a frame allocates nothing.
 
-use std::ops::{Deref, Range};
+use std::ops::Range;
 
-use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 /// Which way the device uses a chain's buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,10 +23,80 @@ pub(crate) enum Access {
 /// Why a chain could not be added to an [`IovecArray`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChainError {
-    /// A descriptor points the wrong way or outside guest RAM.
+    /// A descriptor points the wrong way or outside guest RAM, or the chain itself is broken
+    /// (see [`DescTable::walk`]).
     Malformed,
     /// The array has no room for all of the chain's descriptors.
     NoRoom,
+}
+
+/// A queue's descriptor table: where it is and how many entries it has.
+///
+/// Chains are walked here rather than with virtio-queue's `DescriptorChain` iterator, which
+/// ends a broken chain silently (the device would use the part before the break) and follows
+/// INDIRECT descriptors whether or not the feature was negotiated; we offer no INDIRECT_DESC.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DescTable {
+    addr: GuestAddress,
+    size: u16,
+}
+
+impl DescTable {
+    /// The table `queue` was configured with.
+    pub(crate) fn of(queue: &Queue) -> Self {
+        Self {
+            addr: GuestAddress(queue.desc_table()),
+            size: queue.size(),
+        }
+    }
+
+    /// The descriptors of the chain at `head`, in order. The first of these ends it with
+    /// `Err(ChainError::Malformed)`: a head or `next` index past the table, a descriptor table
+    /// entry outside guest RAM, an INDIRECT descriptor, or more descriptors than the table has
+    /// (a loop, virtio 1.2 §2.7.5.3.1).
+    pub(crate) fn walk(self, mem: &GuestMemoryMmap, head: u16) -> ChainWalk<'_> {
+        ChainWalk {
+            mem,
+            table: self,
+            next: Some(head),
+            left: self.size,
+        }
+    }
+}
+
+/// The iterator of [`DescTable::walk`].
+pub(crate) struct ChainWalk<'m> {
+    mem: &'m GuestMemoryMmap,
+    table: DescTable,
+    /// The index of the next descriptor; `None` once the chain (or its walk) has ended.
+    next: Option<u16>,
+    /// Descriptors the chain may still have.
+    left: u16,
+}
+
+impl Iterator for ChainWalk<'_> {
+    type Item = Result<Descriptor, ChainError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let index = self.next.take()?;
+        if index >= self.table.size || self.left == 0 {
+            return Some(Err(ChainError::Malformed));
+        }
+        self.left -= 1;
+        // 16 * index < 2^20: no overflow in the multiplication.
+        let at = self
+            .table
+            .addr
+            .checked_add(std::mem::size_of::<Descriptor>() as u64 * u64::from(index));
+        let Some(desc) = at.and_then(|at| self.mem.read_obj::<Descriptor>(at).ok()) else {
+            return Some(Err(ChainError::Malformed));
+        };
+        if desc.refers_to_indirect_table() {
+            return Some(Err(ChainError::Malformed));
+        }
+        self.next = desc.has_next().then(|| desc.next());
+        Some(Ok(desc))
+    }
 }
 
 /// A fixed-capacity array of iovecs, each covering guest RAM checked by [`Self::push_chain`].
@@ -93,21 +164,18 @@ impl IovecArray {
         self.start = 0;
     }
 
-    /// Appends the descriptors of `chain`, checking each points the `access` way and lies in
-    /// `mem`; returns the chain's total length and how many iovecs it added. On error nothing
-    /// is appended, and the chain has been walked to its end (so the caller can complete it).
-    pub(crate) fn push_chain<M>(
+    /// Appends the descriptors of the chain at `head` of `table`, checking each points the
+    /// `access` way and lies in `mem`; returns the chain's total length and how many iovecs it
+    /// added. On error nothing is appended.
+    pub(crate) fn push_chain(
         &mut self,
-        chain: DescriptorChain<M>,
+        table: DescTable,
+        head: u16,
         mem: &GuestMemoryMmap,
         access: Access,
-    ) -> Result<(usize, usize), ChainError>
-    where
-        M: Deref,
-        M::Target: vm_memory::GuestMemory,
-    {
-        // A chain has at most a queue's worth of descriptors (virtio-queue stops it there):
-        // make room for that many after `end` if the window has moved along.
+    ) -> Result<(usize, usize), ChainError> {
+        // A chain has at most a queue's worth of descriptors (the walk stops it there): make
+        // room for that many after `end` if the window has moved along.
         let room = usize::from(crate::device::QUEUE_SIZE);
         if self.start > 0 && self.iovs.len() - self.end < room {
             self.compact();
@@ -115,15 +183,21 @@ impl IovecArray {
         let start = self.end;
         let mut total = 0usize;
         let mut error = None;
-        for desc in chain {
-            let direction_ok = desc.is_write_only() == (access == Access::Write);
-            let slice = direction_ok
-                .then(|| mem.get_slice(desc.addr(), desc.len() as usize).ok())
-                .flatten();
+        for desc in table.walk(mem, head) {
+            let slice = desc.ok().and_then(|desc| {
+                let direction_ok = desc.is_write_only() == (access == Access::Write);
+                direction_ok
+                    .then(|| mem.get_slice(desc.addr(), desc.len() as usize).ok())
+                    .flatten()
+            });
             match slice {
-                None => error = Some(ChainError::Malformed),
+                None => {
+                    // Malformed wins over NoRoom: the chain can never be used.
+                    error = Some(ChainError::Malformed);
+                    break;
+                }
                 Some(_) if self.end == self.iovs.len() => {
-                    error = error.or(Some(ChainError::NoRoom));
+                    error = Some(ChainError::NoRoom);
                 }
                 Some(slice) if error.is_none() => {
                     total += slice.len();

@@ -27,7 +27,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::backend::Backend;
 use crate::counters::{Moved, NetCounters};
 use crate::device::{driver_wants_interrupt, Net, RX_QUEUE};
-use crate::iovecs::{Access, ChainError, IovecArray};
+use crate::iovecs::{Access, ChainError, DescTable, IovecArray};
 use crate::observer::{observe, Direction};
 use crate::VNET_HDR_LEN;
 
@@ -91,6 +91,8 @@ enum Fill {
     Stuck,
     /// The used ring is outside guest memory.
     Corrupt,
+    /// The driver made this head available, past the end of the descriptor table.
+    BadHead(u16),
 }
 
 impl RxBuffers {
@@ -164,8 +166,15 @@ impl RxBuffers {
                 return (Fill::Short, returned);
             };
             let head = chain.head_index();
+            if head >= queue.size() {
+                NetCounters::inc(&counters.rx_malformed);
+                return (Fill::BadHead(head), returned);
+            }
             let held = self.iovs.len();
-            match self.iovs.push_chain(chain, mem, Access::Write) {
+            match self
+                .iovs
+                .push_chain(DescTable::of(queue), head, mem, Access::Write)
+            {
                 Ok((bytes, iovs)) if bytes >= smallest => {
                     self.hold(head, bytes, iovs);
                     continue;
@@ -254,6 +263,7 @@ impl<B: Backend> Net<B> {
         let mut merged = 0;
         // At most a queue's worth of frames per pass (see tx.rs).
         let mut budget = queue.size();
+        let mut bad_head = None;
 
         if queue.iter(mem).is_err() {
             self.fail("RX avail ring index is corrupt");
@@ -267,6 +277,10 @@ impl<B: Backend> Net<B> {
             used |= returned;
             match fill {
                 Fill::Corrupt => break RxOutcome::Failed,
+                Fill::BadHead(head) => {
+                    bad_head = Some(head);
+                    break RxOutcome::Failed;
+                }
                 Fill::Stuck => {
                     log::debug!(
                         "virtio-net RX: the driver's buffers cannot hold the largest frame"
@@ -328,7 +342,13 @@ impl<B: Backend> Net<B> {
         delivered.add_to(&counters.rx_frames, &counters.rx_bytes);
         NetCounters::add(&counters.rx_merged_frames, merged);
         if outcome == RxOutcome::Failed {
-            self.fail("RX ring is corrupt (avail index, or used ring outside guest memory)");
+            let size = queue.size();
+            self.fail(&match bad_head {
+                Some(head) => crate::tx::bad_head("RX", head, size),
+                None => {
+                    "RX ring is corrupt (avail index, or used ring outside guest memory)".into()
+                }
+            });
             return outcome;
         }
         if used && driver_wants_interrupt(queue, mem) {
@@ -464,6 +484,51 @@ mod tests {
         assert_eq!(Harness::used(&h.rx, 1), (1, 0));
         assert_eq!(h.net.counters.snapshot().rx_malformed, 2);
         assert!(h.net.is_active());
+    }
+
+    #[test]
+    fn test_rx_indirect_chain_is_malformed_and_the_frame_waits() {
+        use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE};
+        use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+        use vm_memory::{Bytes, GuestAddress};
+        let mem = memory();
+        let mut h = Harness::new(&mem);
+        // INDIRECT_DESC is not offered: its table (one good writable buffer) is never used.
+        let table = BUFFERS + 0x4000;
+        let inner = SplitDescriptor::new(BUFFERS, BUF, VRING_DESC_F_WRITE as u16, 0);
+        mem.write_obj(RawDescriptor::from(inner), GuestAddress(table))
+            .unwrap();
+        let indirect = SplitDescriptor::new(table, 16, VRING_DESC_F_INDIRECT as u16, 0);
+        h.rx.add_desc_chains(&[RawDescriptor::from(indirect)], 0)
+            .unwrap();
+        h.net.backend.to_guest.push_back(with_header(&[3; 60]));
+
+        assert_eq!(h.net.process_rx(), RxOutcome::NoBuffers);
+
+        assert_eq!(Harness::used(&h.rx, 0), (0, 0));
+        let c = h.net.counters.snapshot();
+        assert_eq!((c.rx_malformed, c.rx_frames), (1, 0));
+        assert_eq!(
+            h.net.backend.to_guest.len(),
+            1,
+            "the frame stays in the tap"
+        );
+    }
+
+    #[test]
+    fn test_rx_head_past_the_table_is_malformed_and_stops_the_device() {
+        use vm_memory::{Address, Bytes};
+        let mem = memory();
+        let mut h = Harness::new(&mem);
+        mem.write_obj(16u16, h.rx.avail_addr().unchecked_add(4))
+            .unwrap();
+        h.rx.avail().idx().store(1);
+        h.net.backend.to_guest.push_back(with_header(&[3; 60]));
+
+        assert_eq!(h.net.process_rx(), RxOutcome::Failed);
+
+        assert!(crate::VirtioDevice::needs_reset(&h.net));
+        assert_eq!(h.net.counters.snapshot().rx_malformed, 1);
     }
 
     #[test]

@@ -296,12 +296,24 @@ pub fn with_header(payload: &[u8]) -> Vec<u8> {
 }
 
 /// The queue state of `net`'s `which` queue (for asserting a reset cleared it).
-pub fn active_queue_next_avail(net: &Net<FakeBackend>, tx: bool) -> Option<u16> {
+pub fn active_queue_next_avail<B: Backend>(net: &Net<B>, tx: bool) -> Option<u16> {
     net.active.as_ref().map(|a| {
         if tx {
             a.tx.next_avail()
         } else {
             a.rx.next_avail()
+        }
+    })
+}
+
+/// How many chains the device has put on the TX or RX used ring since activation (its
+/// `next_used`): what a fuzz target compares with the used ring it can see.
+pub fn active_queue_next_used<B: Backend>(net: &Net<B>, tx: bool) -> Option<u16> {
+    net.active.as_ref().map(|a| {
+        if tx {
+            a.tx.next_used()
+        } else {
+            a.rx.next_used()
         }
     })
 }

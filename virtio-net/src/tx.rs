@@ -1,7 +1,8 @@
 //! Guest TX, end to end: the driver put `[virtio_net_hdr_v1 | frame]` chains on the TX queue
 //! and wrote QueueNotify (KVM turned that into our TX queue eventfd). For each chain:
 //!
-//! 1. pop it from the avail ring (virtio-queue checks the head index);
+//! 1. pop it from the avail ring; a head past the descriptor table cannot even be given back
+//!    (the used ring takes only valid heads), so the device stops and asks for a reset;
 //! 2. turn its descriptors into iovecs, checking each is device-readable and lies in guest RAM
 //!    (`IovecArray::push_chain` in iovecs.rs, into an array allocated at activation); a bad
 //!    chain is completed with length 0 and counted;
@@ -26,7 +27,7 @@ use std::io::ErrorKind;
 use crate::backend::Backend;
 use crate::counters::{Moved, NetCounters};
 use crate::device::{driver_wants_interrupt, Net, TX_QUEUE};
-use crate::iovecs::Access;
+use crate::iovecs::{Access, DescTable};
 use crate::observer::{observe, Direction};
 use crate::VNET_HDR_LEN;
 use virtio_queue::{QueueOwnedT, QueueT};
@@ -73,12 +74,20 @@ impl<B: Backend> Net<B> {
                 return TxOutcome::Failed;
             }
             let _ = queue.disable_notification(mem);
+            let table = DescTable::of(queue);
             while let Some(chain) = queue.pop_descriptor_chain(mem) {
                 let head = chain.head_index();
+                if head >= queue.size() {
+                    NetCounters::inc(&counters.tx_malformed);
+                    sent.add_to(&counters.tx_frames, &counters.tx_bytes);
+                    let why = bad_head("TX", head, queue.size());
+                    self.fail(&why);
+                    return TxOutcome::Failed;
+                }
                 budget -= 1;
                 iovs.clear();
                 let total = iovs
-                    .push_chain(chain, mem, Access::Read)
+                    .push_chain(table, head, mem, Access::Read)
                     .ok()
                     .map(|(total, _)| total)
                     .filter(|total| (VNET_HDR_LEN..=MAX_TX_CHAIN_BYTES).contains(total));
@@ -137,11 +146,19 @@ impl<B: Backend> Net<B> {
     }
 }
 
+/// Why the device stops when the driver makes descriptor `head` available on a `size`-entry
+/// queue (virtio-queue would refuse it on the used ring; the driver broke the ring).
+pub(crate) fn bad_head(queue: &str, head: u16, size: u16) -> String {
+    format!("the driver made descriptor {head} available, past the end of the {size}-entry {queue} table")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_utils::*;
     use crate::virtio_device::VirtioDevice;
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use vm_memory::{Address, Bytes, GuestAddress};
 
     #[test]
     fn test_tx_frame_split_over_two_descriptors_reaches_backend_whole() {
@@ -247,6 +264,71 @@ mod tests {
         }
         assert_eq!(h.net.counters.snapshot().tx_malformed, 4);
         assert!(h.net.is_active());
+    }
+
+    /// (addr, len, flags, next) as a descriptor, flags as given (`desc` sets no NEXT).
+    fn raw(addr: u64, len: u32, flags: u32, next: u16) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags as u16, next))
+    }
+
+    #[test]
+    fn test_tx_broken_chains_are_dropped_whole_not_sent_in_part() {
+        use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
+        let mem = memory();
+        let mut h = Harness::new(&mem);
+        h.put(BUFFERS, &with_header(&[0xab; 60]));
+        // An indirect table holding one good 72-byte descriptor.
+        let table = BUFFERS + 0x1000;
+        mem.write_obj(raw(BUFFERS, 72, 0, 0), GuestAddress(table))
+            .unwrap();
+        let cases = [
+            raw(BUFFERS, 72, VRING_DESC_F_NEXT, 0),   // loops onto itself
+            raw(BUFFERS, 72, VRING_DESC_F_NEXT, 200), // next is past the 16-entry table
+            raw(table, 16, VRING_DESC_F_INDIRECT, 0), // INDIRECT_DESC was not offered
+        ];
+        for (i, d) in cases.iter().enumerate() {
+            h.tx.add_desc_chains(&[*d], i as u16).unwrap();
+        }
+
+        assert_eq!(h.net.process_tx(), TxOutcome::Done);
+
+        // virtio-queue's iterator ends such chains silently: the loop was sent as 16 copies of
+        // the frame, the cut chain and the indirect one as the frame they lead to.
+        assert!(
+            h.net.backend.sent.is_empty(),
+            "{:?}",
+            h.net.backend.sent.len()
+        );
+        assert_eq!(Harness::used_idx(&h.tx), 3);
+        for i in 0..3 {
+            assert_eq!(Harness::used(&h.tx, i), (u32::from(i), 0));
+        }
+        assert_eq!(h.net.counters.snapshot().tx_malformed, 3);
+        assert!(h.net.is_active());
+    }
+
+    #[test]
+    fn test_tx_head_past_the_table_is_malformed_and_stops_the_device() {
+        let mem = memory();
+        let mut h = Harness::new(&mem);
+        // avail.ring[0] = 20 on a 16-entry queue, avail.idx = 1.
+        mem.write_obj(20u16, h.tx.avail_addr().unchecked_add(4))
+            .unwrap();
+        h.tx.avail().idx().store(1);
+
+        assert_eq!(h.net.process_tx(), TxOutcome::Failed);
+
+        assert!(h.net.needs_reset());
+        let c = h.net.counters.snapshot();
+        assert_eq!(
+            (c.tx_malformed, c.tx_frames),
+            (1, 0),
+            "counted as malformed"
+        );
+        assert_eq!(
+            bad_head("TX", 20, QUEUE_LEN),
+            "the driver made descriptor 20 available, past the end of the 16-entry TX table"
+        );
     }
 
     #[test]
