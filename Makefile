@@ -6,7 +6,7 @@ NETPROBE_DIR := guest-images/netprobe
 NETPROBE_ELF := $(NETPROBE_DIR)/target/x86_64-unknown-linux-gnu/release/netprobe
 VMM := target/release/vmm
 
-.PHONY: help build netprobe test check demo linux-guest test-linux bench bench-linux clean
+.PHONY: help build netprobe test check demo linux-guest test-linux bench bench-linux fuzz clean
 
 help:
 	@echo "make demo         boot the netprobe guest on KVM and explain what happens (needs root, /dev/kvm)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-linux   boot the Linux guest under vmm on nested VMX KVM in Bochs, ping, compare counters (~6 min)"
 	@echo "make bench        the device model on a real tap vs raw readv/writev, side by side (root)"
 	@echo "make bench-linux  iperf3 in the Linux guest, vmm vs QEMU in the same nested boot (~6 min)"
+	@echo "make fuzz         the three fuzz targets (cargo fuzz), FUZZ_SECONDS each (default 60); see fuzz/README.md"
 	@echo "make clean        remove build outputs"
 
 # vmm itself is linked statically against glibc (libc.a): no libc.so, ld.so and libgcc_s
@@ -41,6 +42,7 @@ netprobe:
 check:
 	$(CARGO) fmt --all --check
 	cd $(NETPROBE_DIR) && $(CARGO) fmt --check
+	cd fuzz && $(CARGO) fmt --check
 	cd $(NETPROBE_DIR) && $(CARGO) clippy --release --quiet 2>&1 | { ! grep -E "^error" -A8; }
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 
@@ -60,6 +62,11 @@ linux-guest:
 # the same frames on the same tap; ratios device/raw on the last line. Not a test.
 bench:
 	$(CARGO) bench --quiet -p vmm-virtio-net --bench datapath
+
+# libFuzzer on the device, the transport and the boot code; fails on any crash (fuzz/README.md).
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
 clean:
 	$(CARGO) clean

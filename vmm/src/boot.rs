@@ -15,7 +15,7 @@ use linux_loader::configurator::{BootConfigurator, BootParams};
 // XLF_KERNEL_64 (xloadflags bit 0): the kernel has the 64-bit entry at load address + 0x200.
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header, XLF_KERNEL_64};
 use linux_loader::loader::{BzImage, Elf, KernelLoader, KernelLoaderResult};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile};
 
 use crate::arch::e820::E820Entry;
 use crate::arch::layout::{CMDLINE_ADDR, CMDLINE_MAX_SIZE, HIMEM_START, MMIO_GAP_START};
@@ -237,25 +237,38 @@ fn read_magic<R: Read + Seek>(image: &mut R, offset: u64) -> std::io::Result<Opt
 
 /// Loads the kernel at `path` into `mem` and returns where it starts.
 pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, BootError> {
+    let mut file = File::open(path).map_err(|source| BootError::KernelRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    load_kernel_image(mem, &mut file, path)
+}
+
+/// Loads the kernel image read from `file` into `mem` (`path` names it in errors). Whatever the
+/// image says, it lands wholly in low RAM at or above 1 MiB, clear of the boot structures, or
+/// is refused: the `kernel_loader` fuzz target checks this.
+pub fn load_kernel_image<R: Read + Seek + ReadVolatile>(
+    mem: &GuestMemoryMmap,
+    file: &mut R,
+    path: &Path,
+) -> Result<LoadedKernel, BootError> {
     let read_err = |source| BootError::KernelRead {
         path: path.to_owned(),
         source,
     };
-    let mut file = File::open(path).map_err(read_err)?;
-    let format =
-        detect_format(&mut file)
-            .map_err(read_err)?
-            .ok_or_else(|| BootError::NotAKernel {
-                path: path.to_owned(),
-            })?;
+    let format = detect_format(file)
+        .map_err(read_err)?
+        .ok_or_else(|| BootError::NotAKernel {
+            path: path.to_owned(),
+        })?;
     if format == KernelFormat::Elf {
-        if let Some(what) = elf_not_x86_64(&mut file).map_err(read_err)? {
+        if let Some(what) = elf_not_x86_64(file).map_err(read_err)? {
             return Err(BootError::ElfNotX86_64 {
                 path: path.to_owned(),
                 what,
             });
         }
-        if let Some(addr) = elf_segment_below(&mut file, HIMEM_START).map_err(read_err)? {
+        if let Some(addr) = elf_segment_below(file, HIMEM_START).map_err(read_err)? {
             return Err(BootError::ElfSegmentBelow1MiB {
                 path: path.to_owned(),
                 addr,
@@ -269,8 +282,8 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
     };
     let highmem = Some(GuestAddress(HIMEM_START));
     let result: KernelLoaderResult = match format {
-        KernelFormat::BzImage => BzImage::load(mem, None, &mut file, highmem),
-        KernelFormat::Elf => Elf::load(mem, None, &mut file, highmem),
+        KernelFormat::BzImage => BzImage::load(mem, None, file, highmem),
+        KernelFormat::Elf => Elf::load(mem, None, file, highmem),
     }
     .map_err(load_err)?;
 
@@ -336,6 +349,22 @@ pub fn load_initrd(
     };
     let mut file = File::open(path).map_err(read_err)?;
     let size = file.metadata().map_err(read_err)?.len();
+    load_initrd_image(mem, &mut file, size, path, kernel)
+}
+
+/// Loads the `size`-byte initrd read from `file` above the kernel (`path` names it in errors);
+/// returns its (address, size).
+pub fn load_initrd_image<R: ReadVolatile>(
+    mem: &GuestMemoryMmap,
+    file: &mut R,
+    size: u64,
+    path: &Path,
+    kernel: &LoadedKernel,
+) -> Result<(u64, u64), BootError> {
+    let read_err = |source| BootError::InitrdRead {
+        path: path.to_owned(),
+        source,
+    };
     let low_end = mem_size(mem).min(MMIO_GAP_START);
     let addr_max = kernel
         .setup_header
@@ -350,7 +379,7 @@ pub fn load_initrd(
                 .map_or(0, |end| low_end.saturating_sub(end)),
         }
     })?;
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
+    mem.read_exact_volatile_from(GuestAddress(addr), file, size as usize)
         .map_err(|e| read_err(std::io::Error::other(e)))?;
     Ok((addr, size))
 }
