@@ -23,12 +23,15 @@
 //!    through an irqfd ([`net`], [`virtio_mmio`], and the `vmm_virtio_net` crate).
 //! 7. One thread per vCPU loops on `KVM_RUN`, handling port and MMIO exits, until the guest
 //!    resets through the i8042, shuts down, or KVM reports an error ([`vcpu`], [`vm::VmExit`]).
+//!    Every thread runs under a seccomp filter of its own from before the guest starts
+//!    ([`seccomp`]).
 
 pub mod arch;
 pub mod boot;
 pub mod devices;
 pub mod memory;
 pub mod net;
+pub mod seccomp;
 pub mod signals;
 pub mod terminal;
 pub mod vcpu;

@@ -91,6 +91,11 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     pcap: Option<PathBuf>,
 
+    /// Seccomp filters on every thread (on), or none (off: for debugging a "seccomp: ... made
+    /// system call N" stop; please report those).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    seccomp: String,
+
     /// Stop the guest after this many seconds (exit status 124). Default: no limit.
     ///
     /// Example: --timeout 60
@@ -137,6 +142,7 @@ fn run(
     terminal: &Arc<Terminal>,
 ) -> anyhow::Result<ExitCode> {
     let nics = nics(&args, matches)?;
+    vmm::seccomp::set_enabled(args.seccomp == "on");
     // Ctrl-C/SIGTERM undo host changes; SIGUSR1 prints the symmetry table (and must not kill a
     // VM without NICs, which is SIGUSR1's default action).
     vmm::signals::install(effects.clone(), terminal.clone());

@@ -37,6 +37,7 @@ pub fn install(effects: HostEffects, terminal: Arc<Terminal>) {
             let spawned = std::thread::Builder::new()
                 .name("signals".into())
                 .spawn(move || {
+                    crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Signals);
                     for signal in signals.forever() {
                         if signal == SIGUSR1 {
                             eprint!("{}", effects.probes.table());
@@ -58,8 +59,13 @@ pub fn install(effects: HostEffects, terminal: Arc<Terminal>) {
     }
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        panic_terminal.restore();
-        on_panic.undo.run_all();
+        // Only main undoes host changes on a panic: a vCPU's panic ends the VM through main
+        // (vcpu.rs), the device thread's through the signal thread (net/attach.rs), and the
+        // VM must not run on with its taps and bridges taken away.
+        if std::thread::current().name() == Some("main") {
+            panic_terminal.restore();
+            on_panic.undo.run_all();
+        }
         default_hook(info);
     }));
 }

@@ -57,6 +57,10 @@ impl Vcpus {
                 .name(format!("vcpu{index}"))
                 .spawn(move || {
                     let ended = EndReport { index, ended_tx };
+                    if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vcpu) {
+                        ended.send(VmExit::Unexpected(e.to_string()));
+                        return;
+                    }
                     if let Some(exit) = run_vcpu(&mut vcpu, &pio, &mmio, &stopping) {
                         ended.send(exit);
                     }

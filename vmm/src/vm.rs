@@ -52,6 +52,9 @@ pub struct VmConfig {
 /// Errors that stop a VM from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    /// A thread's seccomp filter could not be built or installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// --mem below the minimum.
     #[error("--mem {0} is too small: the guest needs at least {MIN_MEM_MIB} MiB")]
     MemoryTooSmall(u64),
@@ -326,6 +329,11 @@ impl Vm {
             what: "the vCPU threads",
             source,
         })?;
+        // Everything main does from now on: wait, stop the vCPUs, report, undo host changes.
+        if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Main) {
+            vcpus.stop();
+            return Err(e.into());
+        }
         let (vcpu, exit) = vcpus.wait(timeout);
         vcpus.stop();
         let nics = nics

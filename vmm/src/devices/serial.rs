@@ -40,6 +40,7 @@ pub fn new_serial(irq: EventFdTrigger) -> SharedSerial {
 /// a raw terminal, `Ctrl-A` escapes are the VMM's (see [`crate::terminal`]).
 pub fn forward_stdin(serial: SharedSerial, console: Console) {
     let spawned = thread::Builder::new().name("stdin".into()).spawn(move || {
+        crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Stdin);
         let mut buf = [0u8; 64];
         let mut keys = [0u8; 128];
         let mut escape = Escape::default();

@@ -69,11 +69,19 @@ fn spawn_device_thread<S: MutEventSubscriber + Send + 'static>(
 ) -> Result<(), NetError> {
     std::thread::Builder::new()
         .name("virtio-net".into())
-        .spawn(move || loop {
-            if let Err(e) = manager.run() {
-                log::error!("virtio-net: event loop failed: {e:?}");
-                return;
-            }
+        .spawn(move || {
+            crate::seccomp::apply_or_exit(crate::seccomp::ThreadKind::Device);
+            let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
+                if let Err(e) = manager.run() {
+                    break format!("its event loop failed: {e:?}");
+                }
+            }));
+            // Without this thread no NIC moves a frame: end the VM the orderly way (the
+            // signal thread undoes host changes and prints the table), not run on deaf.
+            let why = ended.unwrap_or_else(|_| "it panicked".into());
+            log::error!("virtio-net: the device thread stopped ({why}); stopping the VM");
+            // SAFETY: kill(2) on our own process with a signal the signal thread handles.
+            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
         })
         .map(|_| ())
         .map_err(|source| NetError::Create {
