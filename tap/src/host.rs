@@ -217,12 +217,19 @@ impl Host {
         Ok(link)
     }
 
-    /// Creates a persistent tap `name` (it stays after we close it, like `ip tuntap add`).
-    pub fn add_tap(&mut self, name: &str) -> Result<Link, HostError> {
+    /// Creates a persistent tap `name` (it stays after we close it, like `ip tuntap add`);
+    /// user `owner` and/or group `group` may then open it without CAP_NET_ADMIN.
+    pub fn add_tap(
+        &mut self,
+        name: &str,
+        owner: Option<u32>,
+        group: Option<u32>,
+    ) -> Result<Link, HostError> {
         if self.find(name)?.is_some() {
             return Err(HostError::Exists(name.to_owned()));
         }
         let tap = Tap::open(name)?;
+        tap.set_owner(owner, group)?;
         tap.set_persistent(true)?;
         drop(tap);
         self.get(name, "tap")

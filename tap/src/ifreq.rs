@@ -38,12 +38,16 @@ pub fn ifreq_ioctl(request: libc::c_ulong, req: &mut libc::ifreq) -> io::Result<
     Ok(())
 }
 
-/// Sets IFF_UP on `name` (like `ip link set NAME up`).
+/// Sets IFF_UP on `name` (like `ip link set NAME up`), unless it is up already: setting it
+/// needs CAP_NET_ADMIN, which a user running the VMM on a tap made for them does not have.
 pub fn set_link_up(name: &str) -> io::Result<()> {
     let mut req = ifreq_for(name);
     ifreq_ioctl(libc::SIOCGIFFLAGS, &mut req)?;
     // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as libc::c_short != 0 {
+        return Ok(());
+    }
     req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
     ifreq_ioctl(libc::SIOCSIFFLAGS, &mut req)
 }

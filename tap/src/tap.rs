@@ -27,9 +27,13 @@ pub enum TapError {
     NoTunDevice,
     /// Opening /dev/net/tun or creating the tap was not allowed.
     #[error(
-        "permission denied creating or attaching tap {0}: run as root or give vmm CAP_NET_ADMIN"
+        "permission denied creating or attaching tap {0}: run as root or give vmm CAP_NET_ADMIN, \
+         or have root make it yours first: tapctl tap add {0} --owner $USER"
     )]
     Permission(String),
+    /// The tap is down and we may not set it up.
+    #[error("tap {0} is down and setting it up needs CAP_NET_ADMIN: ip link set {0} up (as root)")]
+    Down(String),
     /// Another process holds the (single-queue) tap open.
     #[error("tap {0} is busy: another process (another VMM?) has it open")]
     Busy(String),
@@ -107,7 +111,10 @@ impl Tap {
 
         tap.set_vnet_hdr_size(VNET_HDR_LEN as i32)?;
         tap.set_offload(0)?;
-        ifreq::set_link_up(name).map_err(tap.err("set the link up"))?;
+        ifreq::set_link_up(name).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => TapError::Down(name.to_owned()),
+            _ => tap.err("set the link up")(e),
+        })?;
         Ok(tap)
     }
 
@@ -211,6 +218,28 @@ impl Tap {
         }
         self.set_vnet_hdr_size(VNET_HDR_LEN as i32)?;
         self.set_offload(0)
+    }
+
+    /// Lets user `uid` and/or group `gid` attach to this (persistent) tap without
+    /// CAP_NET_ADMIN (`TUNSETOWNER`, `TUNSETGROUP`; `ip tuntap add ... user U group G`).
+    pub fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<(), TapError> {
+        /// `_IOW('T', 204, int)` and `_IOW('T', 206, int)` (linux/if_tun.h; not in libc).
+        const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
+        const TUNSETGROUP: libc::c_ulong = 0x4004_54ce;
+        for (request, id, what) in [
+            (TUNSETOWNER, uid, "set its owner (TUNSETOWNER)"),
+            (TUNSETGROUP, gid, "set its group (TUNSETGROUP)"),
+        ] {
+            let Some(id) = id else { continue };
+            // SAFETY: both ioctls take the id by value on our tun fd.
+            let ret = unsafe {
+                libc::ioctl(self.file.as_raw_fd(), request as _, libc::c_ulong::from(id))
+            };
+            if ret < 0 {
+                return Err(self.err(what)(io::Error::last_os_error()));
+            }
+        }
+        Ok(())
     }
 
     /// Keeps the tap after its last fd closes (`persistent`), or lets it go.

@@ -260,7 +260,8 @@ pub fn elf_with_segments(code: &[u8], segments: &[(u64, u64)]) -> Vec<u8> {
 /// whatever the permissions of the checkout (CI may clone into a 0700 directory). For tests that
 /// drop to `nobody` to check a permission error; removed when dropped.
 pub struct UnprivilegedCopies {
-    dir: PathBuf,
+    /// The directory holding them (0755, removed on drop).
+    pub dir: PathBuf,
     /// The copied `vmm`.
     pub vmm: String,
     /// The copied netprobe.elf.

@@ -103,6 +103,13 @@ enum TapOp {
         /// Attach it to this bridge.
         #[arg(long)]
         bridge: Option<String>,
+        /// Let this user (name or uid) run a VMM on it without privileges. Default: only
+        /// tapctl's own user (and CAP_NET_ADMIN) may attach to it.
+        #[arg(long, value_name = "USER")]
+        owner: Option<String>,
+        /// Let this group (name or gid) run a VMM on it without privileges.
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
     },
 }
 
@@ -128,6 +135,7 @@ const EXAMPLES: &str = "\
 The seed setups:
   tapctl bridge add br0                       # ip link add br0 type bridge; ip link set br0 up
   tapctl tap add vnet0 --bridge br0           # ip tuntap add vnet0 mode tap vnet_hdr; ... master br0
+  tapctl tap add vnet1 --bridge br0 --owner alice   # alice runs vmm --tap vnet1 without root
   tapctl macvtap add mv0 --link eth0 --mode bridge
   tapctl show
   tapctl del vnet0";
@@ -214,8 +222,25 @@ fn run(args: Args) -> anyhow::Result<()> {
             op: BridgeOp::Del { name },
         } => bridge_del(h, &name)?,
         Command::Tap {
-            op: TapOp::Add { name, bridge },
-        } => tap_add(h, &name, bridge.as_deref())?,
+            op:
+                TapOp::Add {
+                    name,
+                    bridge,
+                    owner,
+                    group,
+                },
+        } => {
+            let mut owner = owner.as_deref().map(|u| account_id(u, false)).transpose()?;
+            let group = group.as_deref().map(|g| account_id(g, true)).transpose()?;
+            let shared = owner.is_some() || group.is_some();
+            if !shared {
+                // A tap with neither owner nor group may be attached by anyone who can open
+                // /dev/net/tun (0666 on most distributions): make it ours.
+                // SAFETY: geteuid cannot fail.
+                owner = Some(unsafe { libc::geteuid() });
+            }
+            tap_add(h, &name, bridge.as_deref(), owner, group, shared)?
+        }
         Command::Macvtap {
             op:
                 MacvtapOp::Add {
@@ -265,9 +290,40 @@ fn bridge_del(h: &mut Host, name: &str) -> Result<(), HostError> {
 }
 
 /// `tapctl tap add NAME [--bridge BR]`: persistent, vnet_hdr, up.
-fn tap_add(h: &mut Host, name: &str, bridge: Option<&str>) -> Result<(), HostError> {
+/// The uid of user `name` (or the gid of group `name`); a number is taken as it is.
+fn account_id(name: &str, group: bool) -> anyhow::Result<u32> {
+    if let Ok(id) = name.parse() {
+        return Ok(id);
+    }
+    let kind = if group { "group" } else { "user" };
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| anyhow::anyhow!("invalid {kind} name {name:?}"))?;
+    // SAFETY: getpwnam/getgrnam read a NUL-terminated name and return a pointer to static
+    // storage or NULL; we read one field at once, on this (single) thread.
+    let id = unsafe {
+        if group {
+            let entry = libc::getgrnam(c_name.as_ptr());
+            (!entry.is_null()).then(|| (*entry).gr_gid)
+        } else {
+            let entry = libc::getpwnam(c_name.as_ptr());
+            (!entry.is_null()).then(|| (*entry).pw_uid)
+        }
+    };
+    id.ok_or_else(|| {
+        anyhow::anyhow!("no {kind} named {name} (give a name from getent or a number)")
+    })
+}
+
+fn tap_add(
+    h: &mut Host,
+    name: &str,
+    bridge: Option<&str>,
+    owner: Option<u32>,
+    group: Option<u32>,
+    shared: bool,
+) -> Result<(), HostError> {
     let br = bridge.map(|b| h.bridge(b)).transpose()?;
-    let tap = h.add_tap(name)?;
+    let tap = h.add_tap(name, owner, group)?;
     if let Some(br) = &br {
         h.attach(&tap, br)?;
     }
@@ -279,8 +335,16 @@ fn tap_add(h: &mut Host, name: &str, bridge: Option<&str>) -> Result<(), HostErr
         },
     )?;
     println!(
-        "tap {name} created{}",
-        bridge.map_or(String::new(), |b| format!(", attached to {b}"))
+        "tap {name} created{}{}",
+        bridge.map_or(String::new(), |b| format!(", attached to {b}")),
+        match (owner, group) {
+            _ if !shared => String::new(),
+            (u, g) => format!(
+                ", usable without privileges by{}{}",
+                u.map_or(String::new(), |u| format!(" uid {u}")),
+                g.map_or(String::new(), |g| format!(" gid {g}"))
+            ),
+        }
     );
     Ok(())
 }
