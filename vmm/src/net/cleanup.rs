@@ -73,7 +73,16 @@ impl UndoLog {
 fn apply(host: &mut Host, undo: &Undo) -> Result<(), vmm_tap::HostError> {
     log::info!("cleanup: {undo:?}");
     let (name, changes) = match undo {
-        Undo::DeleteLink(name) => return host.delete(name),
+        // Gone already (its lower device was deleted, or someone else removed it): done.
+        Undo::DeleteLink(name) => {
+            return match host.delete(name) {
+                Err(vmm_tap::HostError::Missing { .. }) => {
+                    log::info!("cleanup: {name} is gone already");
+                    Ok(())
+                }
+                other => other,
+            }
+        }
         Undo::SetMaster(name, master) => (
             name,
             Changes {
