@@ -61,7 +61,7 @@ pub struct Net<B: Backend> {
     /// TUN_F_* offloads the backend accepted when probed.
     backend_offloads: u32,
     avail_features: u64,
-    acked_features: u64,
+    pub(crate) acked_features: u64,
     pub(crate) backend: B,
     pub(crate) active: Option<Active>,
     pub(crate) needs_reset: bool,

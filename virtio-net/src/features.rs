@@ -51,6 +51,27 @@ pub const GUEST_OFFLOADS: [(u32, u32); 7] = [
     (VIRTIO_NET_F_GUEST_USO6, libc::TUN_F_USO6),
 ];
 
+/// Whether a TX frame's header (`flags`, `gso_type`) asks only for work the driver negotiated
+/// (virtio 1.2 §5.1.6.2.1: no NEEDS_CSUM without CSUM, no `gso_type` without the matching
+/// HOST_* feature, ECN only with HOST_ECN). The tap would do whatever the header says, for a
+/// driver that never accepted it.
+pub fn tx_header_allowed(acked: u64, flags: u8, gso_type: u8) -> bool {
+    use virtio_bindings::virtio_net::{
+        VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
+        VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    };
+    let csum_ok = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8 == 0 || has(acked, VIRTIO_NET_F_CSUM);
+    let ecn_ok = gso_type & VIRTIO_NET_HDR_GSO_ECN as u8 == 0 || has(acked, VIRTIO_NET_F_HOST_ECN);
+    let gso_ok = match u32::from(gso_type & !(VIRTIO_NET_HDR_GSO_ECN as u8)) {
+        VIRTIO_NET_HDR_GSO_NONE => true,
+        VIRTIO_NET_HDR_GSO_TCPV4 => has(acked, VIRTIO_NET_F_HOST_TSO4),
+        VIRTIO_NET_HDR_GSO_TCPV6 => has(acked, VIRTIO_NET_F_HOST_TSO6),
+        // UDP fragmentation and USO are not offered.
+        _ => false,
+    };
+    csum_ok && ecn_ok && gso_ok
+}
+
 /// Guest offloads that deliver frames larger than the MTU (the RX buffers must hold 64 KiB).
 pub const GUEST_GSO: u64 = bit(VIRTIO_NET_F_GUEST_TSO4)
     | bit(VIRTIO_NET_F_GUEST_TSO6)

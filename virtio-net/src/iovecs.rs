@@ -294,6 +294,22 @@ impl<'a> GuestIovecs<'a> {
         written
     }
 
+    /// Reads `out.len()` bytes at byte `offset` of the buffers, wherever they fall among them;
+    /// bytes past the end read as 0.
+    pub(crate) fn read_at(&self, offset: usize, out: &mut [u8]) {
+        for (i, byte) in out.iter_mut().enumerate() {
+            let mut at = offset + i;
+            *byte = 0;
+            for slice in self.slices() {
+                if at < slice.len() {
+                    *byte = slice.read_obj(at).unwrap_or(0);
+                    break;
+                }
+                at -= slice.len();
+            }
+        }
+    }
+
     /// Writes `bytes` at byte `offset` of the buffers, wherever they fall among them (the
     /// header's `num_buffers` may straddle two descriptors).
     pub(crate) fn write_at(&self, offset: usize, bytes: &[u8]) {

@@ -27,6 +27,7 @@ use std::io::ErrorKind;
 use crate::backend::Backend;
 use crate::counters::{Moved, NetCounters};
 use crate::device::{driver_wants_interrupt, Net, TX_QUEUE};
+use crate::features;
 use crate::iovecs::{Access, DescTable};
 use crate::observer::{observe, Direction};
 use crate::VNET_HDR_LEN;
@@ -59,6 +60,7 @@ impl<B: Backend> Net<B> {
         let queue = &mut active.tx;
         let iovs = &mut active.tx_iovs;
         let counters = &self.counters;
+        let acked = self.acked_features;
         let mut used = false;
         let mut outcome = TxOutcome::Done;
         // Counted once per pass, not per frame (atomic adds are not free).
@@ -91,9 +93,25 @@ impl<B: Backend> Net<B> {
                     .ok()
                     .map(|(total, _)| total)
                     .filter(|total| (VNET_HDR_LEN..=MAX_TX_CHAIN_BYTES).contains(total));
+                // The header's flags and gso_type (bytes 0 and 1) must ask only for what was
+                // negotiated, or the tap would checksum and segment for a driver that never
+                // accepted it.
+                let mut hdr = [0u8; 2];
+                if total.is_some() {
+                    iovs.guest(0..iovs.len()).read_at(0, &mut hdr);
+                }
+                let header_ok = features::tx_header_allowed(acked, hdr[0], hdr[1]);
                 match total {
                     None => {
                         log::debug!("virtio-net TX: dropping malformed chain {head}");
+                        NetCounters::inc(&counters.tx_malformed);
+                    }
+                    Some(_) if !header_ok => {
+                        log::debug!(
+                            "virtio-net TX: chain {head}: header flags {:#x} gso_type {:#x} ask for an offload not negotiated; dropped",
+                            hdr[0],
+                            hdr[1]
+                        );
                         NetCounters::inc(&counters.tx_malformed);
                     }
                     Some(total) => {
@@ -305,6 +323,64 @@ mod tests {
         }
         assert_eq!(h.net.counters.snapshot().tx_malformed, 3);
         assert!(h.net.is_active());
+    }
+
+    #[test]
+    fn test_tx_header_asking_for_offloads_not_negotiated_is_dropped_and_counted() {
+        use virtio_bindings::virtio_net::{
+            VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_UDP,
+        };
+        let header = |flags: u32, gso: u32| {
+            let mut f = with_header(&[0x5a; 60]);
+            f[0] = flags as u8;
+            f[1] = gso as u8;
+            f
+        };
+        let csum = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        // A driver that accepted no offload: NEEDS_CSUM and TSO are refused, a plain frame
+        // goes out. A driver with CSUM and HOST_TSO4: both go out, UDP fragmentation does not.
+        for (features, frames, sent) in [
+            (
+                PLAIN,
+                vec![
+                    header(csum, 0),
+                    header(0, VIRTIO_NET_HDR_GSO_TCPV4),
+                    header(0, 0),
+                ],
+                1,
+            ),
+            (
+                bits(&[VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4]),
+                vec![
+                    header(csum, 0),
+                    header(csum, VIRTIO_NET_HDR_GSO_TCPV4),
+                    header(csum, VIRTIO_NET_HDR_GSO_UDP),
+                ],
+                2,
+            ),
+        ] {
+            let mem = memory();
+            let mut h = Harness::with_features(&mem, features);
+            for (i, f) in frames.iter().enumerate() {
+                let addr = BUFFERS + i as u64 * 0x100;
+                h.put(addr, f);
+                h.tx.add_desc_chains(&[desc(addr, f.len() as u32, false)], i as u16)
+                    .unwrap();
+            }
+
+            assert_eq!(h.net.process_tx(), TxOutcome::Done);
+
+            let c = h.net.counters.snapshot();
+            assert_eq!(h.net.backend.sent.len(), sent, "features {features:#x}");
+            assert_eq!(c.tx_frames, sent as u64);
+            assert_eq!(c.tx_malformed, (frames.len() - sent) as u64);
+            assert_eq!(
+                Harness::used_idx(&h.tx),
+                frames.len() as u16,
+                "all completed"
+            );
+        }
     }
 
     #[test]
