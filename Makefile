@@ -6,7 +6,7 @@ NETPROBE_DIR := guest-images/netprobe
 NETPROBE_ELF := $(NETPROBE_DIR)/target/x86_64-unknown-linux-gnu/release/netprobe
 VMM := target/release/vmm
 
-.PHONY: help build netprobe test check demo linux-guest test-linux bench bench-linux fuzz clean
+.PHONY: help build netprobe test check demo linux-guest test-linux bench bench-linux fuzz soak clean
 
 help:
 	@echo "make demo         boot the netprobe guest on KVM and explain what happens (needs root, /dev/kvm)"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench        the device model on a real tap vs raw readv/writev, side by side (root)"
 	@echo "make bench-linux  iperf3 in the Linux guest, vmm vs QEMU in the same nested boot (~6 min)"
 	@echo "make fuzz         the three fuzz targets (cargo fuzz), FUZZ_SECONDS each (default 60); see fuzz/README.md"
+	@echo "make soak         netprobe echoing random-size frames for SOAK_SECONDS (default 600): exact counters, flat RSS (root)"
 	@echo "make clean        remove build outputs"
 
 # vmm itself is linked statically against glibc (libc.a): no libc.so, ld.so and libgcc_s
@@ -67,6 +68,12 @@ bench:
 FUZZ_SECONDS ?= 60
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+# Both directions for SOAK_SECONDS, then guest == vmm == tap, no drops, flat RSS. Not a test.
+SOAK_SECONDS ?= 600
+# (cargo bench builds the soak with the release profile: it runs target/release/vmm.)
+soak: build netprobe
+	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) bench --quiet -p vmm-integration-tests --bench soak
 
 clean:
 	$(CARGO) clean

@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use vmm_integration_tests::netns::{parse_mac, Netns, RawSocket};
+use vmm_integration_tests::netns::{self, parse_mac, Netns, RawSocket, ETH_TEST};
 use vmm_integration_tests::{
     assert_one_line_error, assert_pass, field, netprobe, probe_counter, require_root,
     require_root_and_kvm, vmm_counter,
 };
 
 /// The tests' EtherType (IEEE 802 local experimental), which netprobe's sink counts.
-const ETH_TEST: u16 = 0x88b5;
 
 #[test]
 fn test_ping_20_through_tap_and_bridge_passes() {
@@ -113,10 +112,7 @@ fn test_byte_symmetry_guest_vmm_and_tap_counters_agree() {
 
 /// A test frame from `src` to `dst` with a sequence number in its payload.
 fn test_frame(dst: [u8; 6], src: [u8; 6], seq: u16, len: usize) -> Vec<u8> {
-    let mut f = vec![0u8; len];
-    f[0..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f[12..14].copy_from_slice(&ETH_TEST.to_be_bytes());
+    let mut f = netns::test_frame(dst, src, len);
     f[14..16].copy_from_slice(&seq.to_be_bytes());
     f
 }

@@ -111,8 +111,18 @@ impl Netns {
     /// Starts `vmm args` in the namespace, waits for netprobe's "ready" line, runs `during`
     /// with the guest's MAC and the VMM's pid, then collects the rest of the run.
     pub fn with_running_guest(&self, args: &[&str], during: impl FnOnce([u8; 6], u32)) -> Run {
+        self.with_running_guest_for(args, 60, during)
+    }
+
+    /// [`Self::with_running_guest`] with a guest deadline of `timeout_s` seconds.
+    pub fn with_running_guest_for(
+        &self,
+        args: &[&str],
+        timeout_s: u64,
+        during: impl FnOnce([u8; 6], u32),
+    ) -> Run {
         let mut child = self
-            .vmm_command(args, 60)
+            .vmm_command(args, timeout_s)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -320,6 +330,19 @@ impl RawSocket {
         }
         got
     }
+}
+
+/// The tests' EtherType (IEEE 802 local experimental), the frames netprobe's sink and echo count.
+pub const ETH_TEST: u16 = 0x88b5;
+
+/// A `len`-byte frame from `src` to `dst` of EtherType [`ETH_TEST`], its payload zero: the
+/// caller writes a sequence number or pattern into it.
+pub fn test_frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&ETH_TEST.to_be_bytes());
+    f
 }
 
 /// CPU time (user + system, in clock ticks) the VMM `pid`'s thread named `name` has used.

@@ -76,6 +76,8 @@ pub struct Net<B: Backend> {
     pub(crate) watch: crate::event_handler::Watch,
     /// Sees every frame moved, if set.
     pub(crate) observer: Option<Box<dyn FrameObserver>>,
+    /// Broken rings are the guest's to repeat: a few warnings, then debug level.
+    pub(crate) fail_log: crate::LogLimit,
 }
 
 impl<B: Backend> Net<B> {
@@ -98,6 +100,7 @@ impl<B: Backend> Net<B> {
             state_evt: EventFd::new(EFD_NONBLOCK)?,
             watch: Default::default(),
             observer: None,
+            fail_log: crate::LogLimit::new(10),
         })
     }
 
@@ -159,6 +162,7 @@ impl<B: Backend> Net<B> {
             state_evt: self.state_evt,
             watch: self.watch,
             observer: self.observer,
+            fail_log: self.fail_log,
         }
     }
 
@@ -200,7 +204,11 @@ impl<B: Backend> Net<B> {
 
     /// Records a ring the guest corrupted: the device stops until reset, and says so.
     pub(crate) fn fail(&mut self, what: &str) {
-        log::warn!("virtio-net {}: {what}; the device needs a reset", self.mac);
+        crate::warn_limited!(
+            self.fail_log,
+            "virtio-net {}: {what}; the device needs a reset",
+            self.mac
+        );
         self.needs_reset = true;
         self.active = None;
         if let Some(interrupt) = &self.interrupt {

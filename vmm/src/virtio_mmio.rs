@@ -25,7 +25,7 @@ use virtio_bindings::virtio_mmio::*;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
-use vmm_virtio_net::{InterruptSignal, VirtioDevice};
+use vmm_virtio_net::{InterruptSignal, LogLimit, VirtioDevice};
 
 /// "virt" in little endian: the MagicValue register.
 const MMIO_MAGIC: u32 = 0x7472_6976;
@@ -87,6 +87,9 @@ pub struct MmioTransport {
     driver_features: u64,
     status: u32,
     config_generation: u32,
+    /// The driver's refused features and failed activations: a few warnings, then debug
+    /// level (a guest can repeat them as often as it likes).
+    driver_log: LogLimit,
 }
 
 impl MmioTransport {
@@ -115,6 +118,7 @@ impl MmioTransport {
             driver_features: 0,
             status: 0,
             config_generation: 0,
+            driver_log: LogLimit::new(10),
         })
     }
 
@@ -284,7 +288,8 @@ impl MmioTransport {
             let unoffered = self.driver_features & !device.features();
             device.ack_features(self.driver_features);
             if unoffered != 0 || !device.features_ok() {
-                log::warn!(
+                vmm_virtio_net::warn_limited!(
+                    self.driver_log,
                     "virtio-mmio: the driver's features {:#x} are not acceptable{}",
                     self.driver_features,
                     if unoffered != 0 {
@@ -313,7 +318,10 @@ impl MmioTransport {
                 }
             };
             if let Err(e) = activated {
-                log::warn!("virtio-mmio: cannot activate the device: {e}");
+                vmm_virtio_net::warn_limited!(
+                    self.driver_log,
+                    "virtio-mmio: cannot activate the device: {e}"
+                );
                 status |= VIRTIO_CONFIG_S_NEEDS_RESET;
                 self.interrupt.signal_config_change();
             }
@@ -558,6 +566,17 @@ mod tests {
     fn test_features_ok_is_refused_when_the_device_refuses_the_features() {
         let (mut t, _) = setup();
         assert_eq!(t.negotiate(1 << 5), ACK | DRIVER, "no VERSION_1: refused");
+    }
+
+    #[test]
+    fn test_a_driver_repeating_refused_features_gets_ten_warnings_not_more() {
+        let (mut t, _) = setup();
+        for _ in 0..25 {
+            t.write32(VIRTIO_MMIO_STATUS, 0);
+            assert_eq!(t.negotiate(1 << 5), ACK | DRIVER);
+        }
+        // The limit is spent: the next refusal goes to debug level.
+        assert_eq!(t.driver_log.take(), None);
     }
 
     #[test]
