@@ -5,7 +5,8 @@
 //!    (the used ring takes only valid heads), so the device stops and asks for a reset;
 //! 2. turn its descriptors into iovecs, checking each is device-readable and lies in guest RAM
 //!    (`IovecArray::push_chain` in iovecs.rs, into an array allocated at activation); a bad
-//!    chain is completed with length 0 and counted;
+//!    chain, or one whose header asks for an offload the driver did not negotiate, is
+//!    completed with length 0 and counted;
 //! 3. one `writev` of those buffers to the tap: the kernel takes the 12-byte header
 //!    (IFF_VNET_HDR) and the frame is *received* on the tap interface (host rx_bytes). With the
 //!    offloads the driver accepted, the header may say "checksum from `csum_start`"
