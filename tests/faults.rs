@@ -46,6 +46,13 @@ fn test_tap_deleted_under_a_running_guest_does_not_spin_and_the_vm_runs_on() {
         "{}",
         run.dump()
     );
+    // The deletion reached the guest's config space as a link change (sink does not look).
+    assert_eq!(
+        vmm_counter(&run, "net0", "link_changes"),
+        1,
+        "{}",
+        run.dump()
+    );
     // The guest ran to its own end (sink gives up after 6 s without frames) and reset.
     assert!(
         run.line("netprobe: FAIL fewer test frames arrived")
@@ -124,6 +131,21 @@ fn test_tap_down_and_up_drops_and_counts_then_traffic_resumes() {
     assert!(
         down_ticks <= 60,
         "virtio-net used {down_ticks} ticks in 1 s down\n{}",
+        run.dump()
+    );
+    // The guest negotiated VIRTIO_NET_F_STATUS: it saw LINK_UP cleared, then set, each with a
+    // configuration-change interrupt, in that order; vmm counted both changes.
+    let down = run.stdout.find("netprobe: link down (config interrupt)");
+    let up = run.stdout.find("netprobe: link up (config interrupt)");
+    assert!(
+        matches!((down, up), (Some(d), Some(u)) if d < u),
+        "the guest did not see the link go down, then up\n{}",
+        run.dump()
+    );
+    assert_eq!(
+        vmm_counter(&run, "net0", "link_changes"),
+        2,
+        "{}",
         run.dump()
     );
 }

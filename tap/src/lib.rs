@@ -19,6 +19,8 @@
 pub mod host;
 mod ifname;
 mod ifreq;
+#[cfg(feature = "host")]
+pub mod link_monitor;
 mod mac;
 #[cfg(feature = "host")]
 pub mod netlink;
@@ -28,6 +30,8 @@ mod tap;
 #[cfg(feature = "host")]
 pub use host::{Host, HostError, MacvtapMode};
 pub use ifname::{validate_ifname, IfNameError, IFNAME_MAX_LEN};
+#[cfg(feature = "host")]
+pub use link_monitor::{LinkMonitor, LinkState};
 pub use mac::{MacAddr, MacParseError};
 pub use stats::LinkStats;
 pub use tap::{ensure_char_device, macvtap_char_device, Tap, TapError, VNET_HDR_LEN};

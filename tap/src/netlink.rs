@@ -31,8 +31,11 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
     /// MTU.
     pub mtu: Option<u32>,
-    /// IFF_UP is set.
+    /// IFF_UP is set: the administrator brought it up.
     pub up: bool,
+    /// IFF_RUNNING is set: up and operational (a tap: its fd is open; a macvtap: its lower
+    /// device has carrier).
+    pub running: bool,
     /// Operational state (up, down, unknown, lowerlayerdown, ...).
     pub oper_state: String,
     /// The macvtap mode, for macvtaps.
@@ -214,13 +217,14 @@ impl Changes {
     };
 }
 
-fn to_link(msg: RouteNetlinkMessage) -> Option<Link> {
+pub(crate) fn to_link(msg: RouteNetlinkMessage) -> Option<Link> {
     let RouteNetlinkMessage::NewLink(msg) = msg else {
         return None;
     };
     let mut link = Link {
         index: msg.header.index,
         up: msg.header.flags.contains(LinkFlags::Up),
+        running: msg.header.flags.contains(LinkFlags::Running),
         ..Default::default()
     };
     for attr in msg.attributes {

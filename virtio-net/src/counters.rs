@@ -37,6 +37,8 @@ pub struct NetCounters {
     pub features: AtomicU64,
     /// 1 once the tap reported an error or hang-up (it was deleted under the VM).
     pub backend_lost: AtomicU64,
+    /// Times the host link went down or came up (reported to the guest in config space).
+    pub link_changes: AtomicU64,
 }
 
 /// Frames and bytes moved during one pass, added to the shared counters at its end.
@@ -89,6 +91,8 @@ pub struct CountersSnapshot {
     pub features: u64,
     /// See [`NetCounters::backend_lost`].
     pub backend_lost: u64,
+    /// See [`NetCounters::link_changes`].
+    pub link_changes: u64,
 }
 
 impl CountersSnapshot {
@@ -137,6 +141,7 @@ impl NetCounters {
             interrupts: get(&self.interrupts),
             features: get(&self.features),
             backend_lost: get(&self.backend_lost),
+            link_changes: get(&self.link_changes),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{fence, Ordering};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{
-    virtio_net_config, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_S_LINK_UP,
+    virtio_net_config, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VRING_AVAIL_F_NO_INTERRUPT};
 use virtio_queue::{Queue, QueueT};
@@ -78,6 +78,8 @@ pub struct Net<B: Backend> {
     pub(crate) observer: Option<Box<dyn FrameObserver>>,
     /// Broken rings are the guest's to repeat: a few warnings, then debug level.
     pub(crate) fail_log: crate::LogLimit,
+    /// What config space reports as VIRTIO_NET_S_LINK_UP: the host link's state.
+    link_up: bool,
 }
 
 impl<B: Backend> Net<B> {
@@ -101,6 +103,7 @@ impl<B: Backend> Net<B> {
             watch: Default::default(),
             observer: None,
             fail_log: crate::LogLimit::new(10),
+            link_up: true,
         })
     }
 
@@ -127,6 +130,30 @@ impl<B: Backend> Net<B> {
     /// The MTU offered in config space.
     pub fn mtu(&self) -> u16 {
         self.mtu
+    }
+
+    /// Tells the device that the host link went down or came up (the tap set down, a
+    /// macvtap's lower device lost carrier, the link deleted). Config space reports it as
+    /// VIRTIO_NET_S_LINK_UP, and a driver that negotiated VIRTIO_NET_F_STATUS gets a
+    /// configuration-change interrupt, as on a real NIC whose cable is pulled. Returns whether
+    /// the state changed.
+    pub fn set_link_up(&mut self, up: bool) -> bool {
+        if up == self.link_up {
+            return false;
+        }
+        self.link_up = up;
+        NetCounters::inc(&self.counters.link_changes);
+        if features::has(self.acked_features, VIRTIO_NET_F_STATUS) {
+            if let Some(interrupt) = &self.interrupt {
+                interrupt.signal_config_change();
+            }
+        }
+        true
+    }
+
+    /// Whether config space reports the link up.
+    pub fn link_up(&self) -> bool {
+        self.link_up
     }
 
     /// The backend.
@@ -163,6 +190,7 @@ impl<B: Backend> Net<B> {
             watch: self.watch,
             observer: self.observer,
             fail_log: self.fail_log,
+            link_up: self.link_up,
         }
     }
 
@@ -172,7 +200,8 @@ impl<B: Backend> Net<B> {
         &mut self.backend
     }
 
-    /// The config space (virtio 1.2 §5.1.4): MAC, link up, one queue pair, MTU; little endian.
+    /// The config space (virtio 1.2 §5.1.4): MAC, link state, one queue pair, MTU; little
+    /// endian.
     fn config_space(&self) -> [u8; size_of::<virtio_net_config>()] {
         let mut config = [0u8; size_of::<virtio_net_config>()];
         let mut put = |offset: usize, bytes: &[u8]| {
@@ -181,7 +210,12 @@ impl<B: Backend> Net<B> {
         put(offset_of!(virtio_net_config, mac), &self.mac.0);
         put(
             offset_of!(virtio_net_config, status),
-            &(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes(),
+            &(if self.link_up {
+                VIRTIO_NET_S_LINK_UP as u16
+            } else {
+                0
+            })
+            .to_le_bytes(),
         );
         put(
             offset_of!(virtio_net_config, max_virtqueue_pairs),
@@ -390,6 +424,55 @@ mod tests {
         let mut past = [0xffu8; 4];
         net.read_config(1000, &mut past);
         assert_eq!(past, [0; 4]);
+    }
+
+    #[test]
+    fn test_host_link_down_and_up_reach_config_space_with_a_config_interrupt() {
+        let mem = memory();
+        let with_status = PLAIN | (1 << VIRTIO_NET_F_STATUS);
+        let Harness {
+            mut net, interrupt, ..
+        } = Harness::with_features(&mem, with_status);
+        let status = |net: &Net<FakeBackend>| {
+            let mut s = [0u8; 2];
+            net.read_config(6, &mut s);
+            u16::from_le_bytes(s)
+        };
+        assert_eq!(status(&net), VIRTIO_NET_S_LINK_UP as u16);
+
+        assert!(net.set_link_up(false));
+        assert_eq!(status(&net), 0, "LINK_UP cleared");
+        assert_eq!(
+            interrupt.status(),
+            2,
+            "a config interrupt, no used-buffer one"
+        );
+        assert!(!net.set_link_up(false), "no change, nothing to tell");
+        assert!(net.set_link_up(true));
+        assert_eq!(status(&net), VIRTIO_NET_S_LINK_UP as u16);
+        assert_eq!(net.counters.snapshot().link_changes, 2);
+
+        // The host link state outlives a reset: the next driver reads it at start.
+        net.set_link_up(false);
+        net.reset();
+        assert_eq!(status(&net), 0);
+    }
+
+    #[test]
+    fn test_link_change_interrupts_only_a_driver_that_negotiated_status() {
+        let mem = memory();
+        let Harness {
+            mut net, interrupt, ..
+        } = Harness::with_features(&mem, PLAIN); // PLAIN has no STATUS
+        assert!(net.set_link_up(false));
+        assert_eq!(interrupt.status(), 0);
+
+        // Nor a device the driver has not started: no interrupt line to raise.
+        let mut idle = Net::new(FakeBackend::new(), MAC, 1500).unwrap();
+        assert!(idle.set_link_up(false));
+        let mut s = [0u8; 2];
+        idle.read_config(6, &mut s);
+        assert_eq!(s, [0, 0]);
     }
 
     #[test]

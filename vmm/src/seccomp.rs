@@ -188,6 +188,9 @@ fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompile
                 libc::SYS_epoll_wait,
                 libc::SYS_epoll_pwait,
                 libc::SYS_epoll_ctl,
+                // Host link changes from the netlink socket opened at setup (net/link.rs);
+                // its resynchronising request goes out with sendto (COMMON).
+                libc::SYS_recvfrom,
                 // To stop the VM if the event loop ends (net/attach.rs).
                 libc::SYS_kill,
             ]);

@@ -3,7 +3,7 @@
 
 use core::ptr::{addr_of, addr_of_mut};
 
-use crate::virtio::{reg, status, Mmio, QueueMem, Virtq, DESC_F_WRITE, QUEUE_SIZE};
+use crate::virtio::{reg, status, Mmio, QueueMem, Virtq, DESC_F_WRITE, INT_CONFIG, QUEUE_SIZE};
 
 /// VIRTIO_ID_NET.
 const DEVICE_ID_NET: u32 = 1;
@@ -30,6 +30,9 @@ pub const HDR_GSO_TCPV4: u8 = 1;
 pub const MAX_GSO_FRAME: usize = 65_550;
 /// Config space offsets (§5.1.4): mac[6], status u16, max_virtqueue_pairs u16, mtu u16.
 const CONFIG_MAC: u64 = 0;
+const CONFIG_STATUS: u64 = 6;
+/// Status bit: the link is up.
+const S_LINK_UP: u8 = 1;
 const CONFIG_MTU: u64 = 10;
 /// virtio_net_hdr_v1 length.
 pub const HDR_LEN: usize = 12;
@@ -96,6 +99,9 @@ pub struct NetDev {
     pub mac: [u8; 6],
     /// The MTU from config space.
     pub mtu: u16,
+    /// The link state from config space (always up without VIRTIO_NET_F_STATUS).
+    pub link_up: bool,
+    mmio: Mmio,
     /// What moved so far.
     pub stats: Stats,
 }
@@ -175,6 +181,8 @@ impl NetDev {
             features: wanted,
             mac,
             mtu,
+            link_up: wanted & F_STATUS == 0 || mmio.config8(CONFIG_STATUS) & S_LINK_UP != 0,
+            mmio,
             stats: Stats::default(),
         };
         for (i, slot) in dev.tx_free.iter_mut().enumerate() {
@@ -186,6 +194,24 @@ impl NetDev {
         mmio.write32(reg::STATUS, st | status::DRIVER_OK);
         dev.rx.notify();
         Ok(dev)
+    }
+
+    /// The new link state, if the device raised a configuration-change interrupt and the link
+    /// is not what it was (one MMIO read when nothing changed). We poll the interrupt status
+    /// rather than take the interrupt: a bare-metal guest under PVM gets none.
+    pub fn poll_link(&mut self) -> Option<bool> {
+        if self.features & F_STATUS == 0
+            || self.mmio.read32(reg::INTERRUPT_STATUS) & INT_CONFIG == 0
+        {
+            return None;
+        }
+        self.mmio.write32(reg::INTERRUPT_ACK, INT_CONFIG);
+        let up = self.mmio.config8(CONFIG_STATUS) & S_LINK_UP != 0;
+        if up == self.link_up {
+            return None;
+        }
+        self.link_up = up;
+        Some(up)
     }
 
     fn rx_buf_addr(&self, id: u16) -> u64 {

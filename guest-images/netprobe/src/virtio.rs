@@ -19,6 +19,8 @@ pub mod reg {
     pub const QUEUE_NUM: u64 = 0x038;
     pub const QUEUE_READY: u64 = 0x044;
     pub const QUEUE_NOTIFY: u64 = 0x050;
+    pub const INTERRUPT_STATUS: u64 = 0x060;
+    pub const INTERRUPT_ACK: u64 = 0x064;
     pub const STATUS: u64 = 0x070;
     pub const QUEUE_DESC_LOW: u64 = 0x080;
     pub const QUEUE_DESC_HIGH: u64 = 0x084;
@@ -28,6 +30,9 @@ pub mod reg {
     pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
     pub const CONFIG: u64 = 0x100;
 }
+
+/// InterruptStatus bit: the configuration space changed (§4.2.2.1).
+pub const INT_CONFIG: u32 = 2;
 
 /// Device status bits (§2.1).
 pub mod status {

@@ -1,6 +1,6 @@
 //! Connecting opened NICs to the VM: each device behind a virtio-mmio transport in its slot,
 //! KVM ioeventfds for its queue notifications and an irqfd for its interrupt, and the one
-//! device thread whose event loop serves every NIC.
+//! device thread whose event loop serves every NIC and follows their host links.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,10 +10,14 @@ use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vm_memory::GuestMemoryMmap;
 use vmm_virtio_net::VirtioDevice;
 
-use super::{NetDevice, NetError, Nic};
+use super::link::LinkWatcher;
+use super::{NetError, Nic};
 use crate::arch::layout::nic_slot;
 use crate::devices::mmio_bus::MmioDevice;
 use crate::virtio_mmio::MmioTransport;
+
+/// What the device thread's event loop serves: each NIC's device, and the [`LinkWatcher`].
+type Subscriber = Box<dyn MutEventSubscriber + Send>;
 
 /// Connects each NIC to the VM (ioeventfds, irqfd), puts it behind a virtio-mmio transport, and
 /// starts the device thread that runs their event loop. Returns the transports with their bases.
@@ -23,7 +27,7 @@ pub fn attach_nics(
     nics: &[Nic],
 ) -> Result<Vec<MmioDevice>, NetError> {
     let mut transports = Vec::new();
-    let mut manager = EventManager::<NetDevice>::new().map_err(|e| NetError::Create {
+    let mut manager = EventManager::<Subscriber>::new().map_err(|e| NetError::Create {
         what: "the device event loop",
         source: std::io::Error::other(format!("{e:?}")),
     })?;
@@ -56,9 +60,17 @@ pub fn attach_nics(
             base,
             transport: Arc::new(Mutex::new(transport)),
         });
-        manager.add_subscriber(nic.device.clone());
+        manager.add_subscriber(Box::new(nic.device.clone()));
     }
     if !nics.is_empty() {
+        match LinkWatcher::new(nics) {
+            Ok(watcher) => {
+                manager.add_subscriber(Box::new(watcher));
+            }
+            Err(e) => log::warn!(
+                "cannot listen for host link changes ({e}); guests will always see link up"
+            ),
+        }
         spawn_device_thread(manager)?;
     }
     Ok(transports)

@@ -33,6 +33,8 @@ pub struct HostSide {
     pub label: String,
     /// Tap or macvtap (what the symmetry table explains).
     pub kind: HostKind,
+    /// The interface's index, to follow its link state.
+    pub ifindex: u32,
 }
 
 /// Opens NIC `index`'s host side; `host` is the netlink connection, made on first use, and
@@ -91,6 +93,7 @@ pub fn open(
                 mtu,
                 label: name.clone(),
                 kind: HostKind::Tap,
+                ifindex: link.index,
             })
         }
         NicHost::Macvtap {
@@ -149,6 +152,7 @@ pub fn open(
                 mtu,
                 label,
                 kind: HostKind::Tap,
+                ifindex: link.index,
             })
         }
     }
@@ -190,5 +194,6 @@ fn finish_macvtap(
         mtu,
         label,
         kind: HostKind::Macvtap,
+        ifindex: link.index,
     })
 }

@@ -1,12 +1,13 @@
 //! Network devices: what `--tap`/`--net` ask for ([`config`]), opening each NIC's host side
 //! ([`host`]) and its virtio-net device (here), connecting it to the VM ([`attach`]), watching
-//! its frames ([`observe`], [`trace`], [`pcap`]) and reporting it at exit ([`report`],
-//! [`symmetry`]); host changes are undone by [`cleanup`].
+//! its frames ([`observe`], [`trace`], [`pcap`]) and its host link ([`link`]), and reporting
+//! it at exit ([`report`], [`symmetry`]); host changes are undone by [`cleanup`].
 
 pub mod attach;
 pub mod cleanup;
 pub mod config;
 pub mod host;
+pub mod link;
 pub mod observe;
 pub mod pcap;
 pub mod report;
@@ -129,6 +130,8 @@ pub struct Nic {
     pub counters: Arc<NetCounters>,
     /// Host interface, as printed in the report (`vnet0`, `mv0`, `fd3:mv0`).
     pub tap: String,
+    /// The host interface's index, whose link state the guest sees.
+    pub ifindex: u32,
 }
 
 /// Opens each NIC's host side (see [`host`]), creates its virtio-net device, sets up
@@ -183,6 +186,7 @@ pub fn open_nics(
                 device: Arc::new(Mutex::new(net)),
                 counters,
                 tap: opened.label,
+                ifindex: opened.ifindex,
             })
         })
         .collect()

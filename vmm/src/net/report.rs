@@ -1,5 +1,5 @@
 //! What the VMM prints for each NIC at exit: one line with its frames, bytes, drops,
-//! notifications, interrupts and negotiated features (the byte-symmetry table beside it is
+//! notifications, interrupts, host link changes and negotiated features (the byte-symmetry table beside it is
 //! [`super::symmetry`]).
 
 use std::fmt;
@@ -22,7 +22,7 @@ impl fmt::Display for NicReport {
         write!(
             f,
             "net{}: tap={} guest_tx_frames={} guest_tx_bytes={} guest_rx_frames={} guest_rx_bytes={} dropped={} \
-             rx_merged={} kicks_rx={} kicks_tx={} interrupts={} features={}",
+             rx_merged={} kicks_rx={} kicks_tx={} interrupts={} link_changes={} features={}",
             self.index,
             self.tap,
             c.tx_frames,
@@ -34,6 +34,7 @@ impl fmt::Display for NicReport {
             c.rx_notifications,
             c.tx_notifications,
             c.interrupts,
+            c.link_changes,
             features::names(c.features)
         )
     }

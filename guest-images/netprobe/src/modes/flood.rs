@@ -1,6 +1,7 @@
 //! `netprobe.mode=flood`: send `netprobe.count` (default 100) UDP frames of `netprobe.size`
 //! bytes (default 1000; Ethernet frame length) to `netprobe.peer`'s port 9. PASS when the
-//! device has completed all of them.
+//! device has completed all of them. Link changes the device reports on the way are printed
+//! (`netprobe: link down (config interrupt)`).
 
 use super::NetCtx;
 use crate::packet;
@@ -24,12 +25,16 @@ pub fn run(ctx: &mut NetCtx) -> Result<(), &'static str> {
                 return Err("the device stopped completing frames");
             }
         }
+        if seq % 32 == 0 {
+            ctx.watch_link();
+        }
         // Keep answering the host (ARP) while flooding.
         if let Some(rx) = ctx.dev.poll_rx() {
             ctx.answer(&rx);
             ctx.dev.release(rx);
         }
     }
+    ctx.watch_link();
     ctx.out.str(b"netprobe: flood");
     ctx.out.kv_dec(b"frames", count);
     ctx.out.kv_dec(b"size", size as u64);

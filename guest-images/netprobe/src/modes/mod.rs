@@ -75,6 +75,19 @@ impl NetCtx<'_> {
         }
     }
 
+    /// Prints `netprobe: link down` or `netprobe: link up` when the device reports a link
+    /// change with a configuration-change interrupt.
+    pub fn watch_link(&mut self) {
+        if let Some(up) = self.dev.poll_link() {
+            let line: &[u8] = if up {
+                b"netprobe: link up (config interrupt)"
+            } else {
+                b"netprobe: link down (config interrupt)"
+            };
+            self.out.line(line);
+        }
+    }
+
     /// Resolves `peer`'s MAC with ARP: up to 5 requests, 1 s apart.
     pub fn resolve(&mut self, peer: u32) -> Result<[u8; 6], &'static str> {
         let ip = self.ip.ok_or("netprobe.ip is required")?;
