@@ -534,7 +534,11 @@ fn pass(
         calls <= size,
         "{calls} backend calls in one pass of a {size}-entry queue"
     );
-    for k in 0..if used_shared { 0 } else { new_used as u16 } {
+    // In an RX pass the frame bytes can also land on the used ring when the pass is not exact:
+    // the device's own used-entry write can rewrite a descriptor it reads next (found by this
+    // target: a descriptor table under the used ring). A TX pass writes only used entries.
+    let entries_kept = tx || (!used_shared && exact);
+    for k in 0..if entries_kept { new_used as u16 } else { 0 } {
         let slot = g.used + 4 + 8 * u64::from(used_before.wrapping_add(k) % g.size);
         let (id, len) = (read_u32(mem, slot), read_u32(mem, slot + 4));
         assert!(

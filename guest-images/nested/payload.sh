@@ -60,6 +60,16 @@ if [ -f /payload/vmlinux ]; then
      # The middle machine confirms the guest's address with one ARP exchange about 5 s after
      # replying (Linux's delay_first_probe_time); read the counters once that is over.
      sleep 9
+     # The host link goes down and up under the running guest: vmm clears and sets
+     # VIRTIO_NET_S_LINK_UP with a config interrupt, and Linux's driver follows with the carrier.
+     ip link set vnet0 down
+     sleep 3
+     echo 'echo SHELL-CARRIER-DOWN $(cat /sys/class/net/eth0/carrier)'
+     sleep 2
+     ip link set vnet0 up
+     sleep 3
+     echo 'echo SHELL-CARRIER-UP $(cat /sys/class/net/eth0/carrier)'
+     sleep 2
      echo 'echo SHELL-STATS rx=$(cat /sys/class/net/eth0/statistics/rx_bytes) tx=$(cat /sys/class/net/eth0/statistics/tx_bytes)'
      sleep 2
      echo 'reboot -f') |

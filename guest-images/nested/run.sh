@@ -96,6 +96,11 @@ if [ -n "$shell_part" ]; then
     [ "$sh_tx" = "$sv_tx" ] && [ "$sv_tx" = "$st_rx" ] || fail "shell" "guest TX $sh_tx (its shell), vmm $sv_tx, vnet0 RX $st_rx differ"
     [ "$sh_rx" = "$sv_rx" ] && [ "$sv_rx" = "$st_tx" ] || fail "shell" "guest RX $sh_rx (its shell), vmm $sv_rx, vnet0 TX $st_tx differ"
     say "the guest's shell, driven through vmm's stdin: ping answered; guest TX/RX $sh_tx/$sh_rx bytes == vmm == vnet0"
+    # vnet0 was set down and up on the middle machine while the shell ran.
+    grep -aq "SHELL-CARRIER-DOWN 0" <<<"$shell_part" || fail "link state" "vnet0 was set down, but the guest's eth0 kept its carrier: $(grep -a 'SHELL-CARRIER-DOWN [0-9]' <<<"$shell_part" | head -1)"
+    grep -aq "SHELL-CARRIER-UP 1" <<<"$shell_part" || fail "link state" "vnet0 came up again, but the guest's eth0 has no carrier: $(grep -a 'SHELL-CARRIER-UP [0-9]' <<<"$shell_part" | head -1)"
+    grep -aq "link_changes=2 " <<<"$sh_net0" || fail "link state" "vmm did not count two link changes: $sh_net0"
+    say "link-state PASS (vnet0 down: guest eth0 carrier 0; up: carrier 1; vmm link_changes=2)"
     say "shell PASS"
     # The same run had --cpus 2: the guest must have brought both online.
     cpus_line=$(grep -a "SHELL-CPUS nproc=[0-9]" <<<"$shell_part" | head -1)
